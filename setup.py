@@ -1,0 +1,36 @@
+"""spinenet_tf: SpineNet (Du et al., CVPR 2020) backbones, detectors and classifiers in Keras 3."""
+
+import pathlib
+import re
+
+import setuptools
+
+_HERE = pathlib.Path(__file__).parent
+_VERSION = re.search(r'__version__ = "([^"]+)"', (_HERE / "spinenet_tf" / "__init__.py").read_text()).group(1)
+
+setuptools.setup(
+    name="spinenet_tf",
+    version=_VERSION,
+    description="SpineNet and SpineNet-Mobile backbones, RetinaNet and classifiers in Keras 3, with TFLite export.",
+    long_description=(_HERE / "README.md").read_text() if (_HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["spinenet_tf", "spinenet_tf.*"]),
+    install_requires=[
+        "tensorflow~=2.20.0",
+        "tensorflow-datasets",
+        "absl-py",
+        "pycocotools",
+        "numpy",
+        "pillow",
+    ],
+    extras_require={
+        "dev": [
+            "pytest",
+            "tf-models-official==2.20.0",  # the oracle: Google's SpineNet, only for parity tests and benchmarks
+            "ai-edge-litert",
+            "mediapipe",
+        ],
+    },
+    license="Apache-2.0",
+)

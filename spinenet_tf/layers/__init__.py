@@ -1,0 +1,10 @@
+"""Keras 3 layers of the SpineNet family: blocks, cross-scale resampling, stochastic depth."""
+
+from spinenet_tf.layers.blocks import BottleneckBlock, MBConvBlock, ResidualBlock, SqueezeExcite
+from spinenet_tf.layers.resample import CrossScaleResample, MobileResample, NearestUpsampling
+from spinenet_tf.layers.stochastic_depth import StochasticDepth, stochastic_depth_rate_for_block
+
+__all__ = [
+    "BottleneckBlock", "CrossScaleResample", "MBConvBlock", "MobileResample", "NearestUpsampling",
+    "ResidualBlock", "SqueezeExcite", "StochasticDepth", "stochastic_depth_rate_for_block",
+]

@@ -1,0 +1,58 @@
+"""THE table of named models. Every public name maps to one row here; nothing else lists names.
+
+Backbone scalings are the SpineNet paper's (arXiv:1912.05027, Table 2 and §4.2) as coded in Model Garden's
+`SCALING_MAP` (`official/vision/modeling/backbones/spinenet.py`, `spinenet_mobile.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """How a named backbone differs from the `SpineNet` / `SpineNetMobile` defaults."""
+
+    family: str                  # "spinenet" | "spinenet_mobile"
+    filter_size_scale: float
+    resample_alpha: float | None  # None for the mobile family (no narrowing 1x1 in its resampling)
+    block_repeats: int
+    endpoints_num_filters: int
+    image_size: int              # the paper's detection resolution for this backbone
+
+    def kwargs(self) -> dict:
+        kwargs = dict(filter_size_scale=self.filter_size_scale, block_repeats=self.block_repeats,
+                      endpoints_num_filters=self.endpoints_num_filters)
+        if self.resample_alpha is not None:
+            kwargs["resample_alpha"] = self.resample_alpha
+        return kwargs
+
+
+#                                     family             width  alpha  repeats  endpoints  image  (paper; MG SCALING_MAP)
+BACKBONES = {
+    "spinenet-49s":          BackboneSpec("spinenet",        0.65,  0.5,   1,       128,       640),
+    "spinenet-49":           BackboneSpec("spinenet",        1.0,   0.5,   1,       256,       640),
+    "spinenet-96":           BackboneSpec("spinenet",        1.0,   0.5,   2,       256,       1024),
+    "spinenet-143":          BackboneSpec("spinenet",        1.0,   1.0,   3,       256,       1280),
+    "spinenet-143l":         BackboneSpec("spinenet",        1.3,   1.0,   3,       256,       1280),
+    "spinenet-190":          BackboneSpec("spinenet",        1.3,   1.0,   4,       512,       1280),
+    "spinenet-mobile-49xs":  BackboneSpec("spinenet_mobile", 0.6,   None,  1,       24,        256),
+    "spinenet-mobile-49s":   BackboneSpec("spinenet_mobile", 0.65,  None,  1,       40,        384),
+    "spinenet-mobile-49":    BackboneSpec("spinenet_mobile", 1.0,   None,  1,       48,        384),
+}
+
+# Keyword overrides `build_backbone` accepts, per family (the constructor arguments users may change).
+_COMMON_OVERRIDES = ("activation", "norm_momentum", "norm_epsilon", "use_sync_bn", "stochastic_depth_rate",
+                     "min_level", "max_level", "block_specs", "filter_size_scale", "block_repeats",
+                     "endpoints_num_filters")
+BACKBONE_OVERRIDES = {
+    "spinenet": _COMMON_OVERRIDES + ("resample_alpha",),
+    "spinenet_mobile": _COMMON_OVERRIDES + ("se_ratio", "expand_ratio"),
+}
+
+
+def lookup(table: dict, name: str, kind: str):
+    """The row of `name`, or a ValueError listing the valid names."""
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; valid names: {', '.join(table)}")
+    return table[name]
