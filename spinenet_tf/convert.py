@@ -1,0 +1,221 @@
+"""Model Garden -> spinenet_tf weight conversion.
+
+Loads Google's TF2 Model Garden (tf-models-official, `official/vision/modeling/backbones/spinenet.py` and
+`spinenet_mobile.py`) SpineNet weights into our Keras 3 models, from a live Model Garden model
+(`from_model_garden`) or from a checkpoint file written by Model Garden training (`load_model_garden_checkpoint`).
+Model Garden is not imported here: a checkpoint is read with `tf.train.load_checkpoint` and its object graph.
+
+How layers are matched. Model Garden builds its backbone as an auto-named `tf_keras` functional model: every
+top-level layer is named `<type>_<n>`, where n counts the layers of that type in creation order (`conv2d`,
+`conv2d_1`, ...; `bottleneck_block_3`, ...). A checkpoint keeps that name as each variable's `full_name`, and the
+attribute path inside a block (`_conv1/kernel`) in its key. Our network creates the same layers in the same program
+order, so the k-th Model Garden layer of a type is our k-th layer of that type, with blocks mapped attribute by
+attribute (`_BLOCK_ATTRIBUTES`). Every count and shape is checked; a checkpoint of another model or config fails
+with a one-line error instead of loading silently wrong weights.
+
+Names that differ from Model Garden: `stochastic_depth_rate` is MG's `init_stochastic_depth_rate`; endpoints are
+keyed by int level instead of str.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+from spinenet_tf.backbones.spinenet import SpineNet, SpineNetMobile, block_name
+
+# Model Garden block attribute -> our sub-layer, per Model Garden block type (nn_blocks.py).
+_BLOCK_ATTRIBUTES = {
+    "bottleneck_block": {"_shortcut": "shortcut_conv", "_norm0": "shortcut_bn", "_conv1": "conv1",
+                         "_norm1": "bn1", "_conv2": "conv2", "_norm2": "bn2", "_conv3": "conv3", "_norm3": "bn3"},
+    "residual_block": {"_shortcut": "shortcut_conv", "_norm0": "shortcut_bn", "_conv1": "conv1", "_norm1": "bn1",
+                       "_conv2": "conv2", "_norm2": "bn2"},
+    "inverted_bottleneck_block": {"_conv0": "expand_conv", "_norm0": "expand_bn", "_conv1": "depthwise_conv",
+                                  "_norm1": "depthwise_bn", "_squeeze_excitation/_se_reduce": "se/reduce",
+                                  "_squeeze_excitation/_se_expand": "se/expand", "_conv2": "project_conv",
+                                  "_norm2": "project_bn"},
+}
+_BLOCK_TYPE = {"bottleneck": "bottleneck_block", "residual": "residual_block", "mbconv": "inverted_bottleneck_block"}
+# Model Garden variable name -> ours (Keras 3 names a depthwise kernel "kernel").
+_VARIABLE_NAMES = {"depthwise_kernel": "kernel"}
+_KEY = re.compile(r"^(?P<prefix>.*?)/?layer_with_weights-(?P<index>\d+)/(?P<path>.+)/\.ATTRIBUTES/VARIABLE_VALUE$")
+_LAYER_NAME = re.compile(r"^(?P<type>[a-z][a-z0-9_]*?)(?:_(?P<n>\d+))?$")
+
+
+def _leaf_type(layer: keras.layers.Layer) -> str:
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return "depthwise_conv2d"
+    if isinstance(layer, keras.layers.Conv2D):
+        return "conv2d"
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return "batch_normalization"
+    return ""
+
+
+def backbone_layers_in_model_garden_order(backbone: SpineNet) -> list[tuple[str, keras.layers.Layer]]:
+    """Our layers that stand for Model Garden's top-level weighted layers, as (MG type, layer), in MG's order."""
+    order: list[tuple[str, keras.layers.Layer]] = []
+
+    def leaves(layers):
+        order.extend((_leaf_type(layer), layer) for layer in layers if _leaf_type(layer))
+
+    def group(node):
+        name = block_name(node)
+        names = [name] + [f"{name}_r{r}" for r in range(2, backbone.block_repeats + 1)]
+        order.extend((_BLOCK_TYPE[node.block_fn], backbone.get_layer(n)) for n in names)
+
+    leaves([backbone.get_layer("stem_conv"), backbone.get_layer("stem_bn")])
+    for node in backbone.plan:
+        if node.used and not node.inputs:  # stem blocks
+            group(node)
+    for node in backbone.plan:
+        if node.used and node.inputs:
+            for k in range(len(node.inputs)):
+                leaves(backbone.get_layer(f"block{node.index:02d}_resample{k}").chain)
+            group(node)
+    for level in range(backbone.min_level, backbone.max_level + 1):
+        leaves([backbone.get_layer(f"endpoint_l{level}_conv"), backbone.get_layer(f"endpoint_l{level}_bn")])
+    return order
+
+
+def _read_object_graph(reader) -> dict[str, str]:
+    """checkpoint key -> variable full_name, for every model variable (no optimizer slots)."""
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    return {attribute.checkpoint_key: attribute.full_name for node in graph.nodes for attribute in node.attributes
+            if attribute.name == "VARIABLE_VALUE" and ".OPTIMIZER_SLOT" not in attribute.checkpoint_key}
+
+
+def _model_garden_layers(path: str, prefix: str | None):
+    """Groups a checkpoint's functional-model variables by layer: {type: [(n, {attribute path: key})]}, sorted."""
+    reader = tf.train.load_checkpoint(path)
+    full_names = _read_object_graph(reader)
+    by_prefix: dict[str, dict[int, dict[str, str]]] = collections.defaultdict(lambda: collections.defaultdict(dict))
+    layer_names: dict[tuple[str, int], str] = {}
+    for key, full_name in full_names.items():
+        match = _KEY.match(key)
+        if match:
+            index = int(match["index"])
+            by_prefix[match["prefix"]][index][match["path"]] = key
+            layer_names[(match["prefix"], index)] = full_name.split("/")[0]
+    if prefix is None:
+        candidates = sorted(by_prefix)
+        backbones = [p for p in candidates if p.split("/")[-1] in ("backbone", "_backbone")]
+        if len(candidates) == 1:
+            prefix = candidates[0]
+        elif len(backbones) == 1:
+            prefix = backbones[0]
+        else:
+            raise ValueError(f"{path}: cannot tell which functional model is the backbone among "
+                             f"{candidates or 'none'}; pass prefix=")
+    if prefix not in by_prefix:
+        raise ValueError(f"{path}: no Model Garden functional model under {prefix!r}; found {sorted(by_prefix)}")
+    layers = collections.defaultdict(list)
+    for index, attributes in by_prefix[prefix].items():
+        match = _LAYER_NAME.match(layer_names[(prefix, index)])
+        if not match:
+            raise ValueError(f"{path}: layer {layer_names[(prefix, index)]!r} is not an auto-named Model Garden layer")
+        layers[match["type"]].append((int(match["n"] or 0), attributes))
+    return reader, {layer_type: [attrs for _, attrs in sorted(entries, key=lambda e: e[0])]
+                    for layer_type, entries in layers.items()}
+
+
+def _assign(our_layer: keras.layers.Layer, values: dict[str, np.ndarray], where: str) -> int:
+    """Assigns {MG variable name: value} to our layer's variables by name; returns the number assigned."""
+    ours = {variable.name: variable for variable in our_layer.weights}
+    if len(ours) != len(values):
+        raise ValueError(f"{where}: Model Garden has {sorted(values)}, ours {our_layer.name} has {sorted(ours)}")
+    for mg_name, value in values.items():
+        variable = ours.get(_VARIABLE_NAMES.get(mg_name, mg_name))
+        if variable is None:
+            raise ValueError(f"{where}: no variable {mg_name!r} in our layer {our_layer.name}")
+        if tuple(variable.shape) != tuple(value.shape):
+            raise ValueError(f"{where}: shape {tuple(value.shape)} does not fit {our_layer.name}/{variable.name} "
+                             f"{tuple(variable.shape)}: the checkpoint is for another model or config")
+        variable.assign(value)
+    return len(values)
+
+
+def _sublayer(layer: keras.layers.Layer, path: str) -> keras.layers.Layer:
+    for part in path.split("/"):
+        layer = getattr(layer, part)
+    return layer
+
+
+def load_model_garden_checkpoint(path: str, backbone: SpineNet, prefix: str | None = None) -> int:
+    """Loads a Model Garden SpineNet / SpineNet-Mobile backbone checkpoint into `backbone`.
+
+    Args:
+        path: A checkpoint prefix (e.g. `.../ckpt-231000`) or a directory holding one.
+        backbone: Ours, built with the same settings (name, filter scale, repeats, levels) as the checkpoint's.
+        prefix: Object path of the backbone inside the checkpoint (e.g. "model/backbone"); found when None.
+
+    Returns:
+        The number of variables loaded (batch-norm moving statistics included).
+
+    Raises:
+        ValueError: If the file is missing or not a checkpoint, or its layers do not fit `backbone` (one line
+            naming the first mismatch).
+    """
+    if os.path.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise ValueError(f"{path}: no checkpoint in this directory")
+        path = latest
+    try:
+        reader, mg_layers = _model_garden_layers(path, prefix)
+    except tf.errors.OpError as error:
+        raise ValueError(f"{path}: not a readable TensorFlow checkpoint ({error.message.splitlines()[0]})") from None
+    ours_by_type = collections.defaultdict(list)
+    for layer_type, layer in backbone_layers_in_model_garden_order(backbone):
+        ours_by_type[layer_type].append(layer)
+    for layer_type in sorted(set(ours_by_type) | set(mg_layers)):
+        have, want = len(mg_layers.get(layer_type, [])), len(ours_by_type.get(layer_type, []))
+        if have != want:
+            raise ValueError(f"{path}: has {have} {layer_type} layers where {backbone.name} has {want}: the checkpoint "
+                             f"is for another model or config")
+    loaded = 0
+    for layer_type, our_layers in ours_by_type.items():
+        for k, (our_layer, attributes) in enumerate(zip(our_layers, mg_layers[layer_type])):
+            where = f"{path}: {layer_type} #{k}"
+            groups = collections.defaultdict(dict)  # MG attribute path of a leaf -> {variable name: value}
+            for attribute_path, key in attributes.items():
+                leaf, _, variable = attribute_path.rpartition("/")
+                groups[leaf][variable] = reader.get_tensor(key)
+            for leaf, values in groups.items():
+                if leaf:
+                    mapping = _BLOCK_ATTRIBUTES[layer_type]
+                    if leaf not in mapping:
+                        raise ValueError(f"{where}: unexpected Model Garden sub-layer {leaf!r}")
+                    target = _sublayer(our_layer, mapping[leaf])
+                else:
+                    target = our_layer
+                loaded += _assign(target, values, f"{where} {leaf}".rstrip())
+    expected = sum(len(layer.weights) for _, layer in backbone_layers_in_model_garden_order(backbone))
+    if loaded != expected:
+        raise ValueError(f"{path}: loaded {loaded} variables but {backbone.name} has {expected} in matched layers")
+    return loaded
+
+
+def from_model_garden(mg_backbone, backbone: SpineNet) -> int:
+    """Copies every weight (batch-norm statistics included) of a live Model Garden backbone into ours.
+
+    Args:
+        mg_backbone: `official.vision.modeling.backbones.SpineNet` or `SpineNetMobile` (tf_keras), built.
+        backbone: Ours, built with the same settings.
+
+    Returns:
+        The number of variables copied.
+    """
+    if not isinstance(backbone, (SpineNet, SpineNetMobile)):
+        raise TypeError(f"backbone must be a spinenet_tf SpineNet, got {type(backbone).__name__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tf.train.Checkpoint(backbone=mg_backbone).write(os.path.join(tmp, "mg"))
+        return load_model_garden_checkpoint(path, backbone, prefix="backbone")

@@ -1,0 +1,124 @@
+"""Model Garden -> spinenet_tf conversion: every variant, live model and checkpoint, square and non-square.
+
+The oracle is tf-models-official 2.20.0 (`official.vision.modeling.backbones`). Its outputs on the same input and
+weights are the golden values; agreement is required within 1e-4 relative (the backbone issue's bound).
+"""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import spinenet_tf
+from spinenet_tf import convert, registry
+
+mg_spinenet = pytest.importorskip("official.vision.modeling.backbones.spinenet")
+mg_mobile = pytest.importorskip("official.vision.modeling.backbones.spinenet_mobile")
+tf_keras = pytest.importorskip("tf_keras")
+
+pytestmark = pytest.mark.oracle
+
+RTOL = 1e-4
+
+
+def _model_garden_backbone(name, height, width):
+    spec = registry.BACKBONES[name]
+    model_id = name.rsplit("-", 1)[-1].upper()  # "spinenet-mobile-49xs" -> "49XS", MG's SCALING_MAP key
+    input_specs = tf_keras.layers.InputSpec(shape=[None, height, width, 3])
+    if spec.family == "spinenet":
+        return mg_spinenet.SpineNet(input_specs=input_specs, **mg_spinenet.SCALING_MAP[model_id])
+    return mg_mobile.SpineNetMobile(input_specs=input_specs, **mg_mobile.SCALING_MAP[model_id])
+
+
+def _randomize(model, seed):
+    """Non-trivial weights, batch-norm statistics included, so that a mis-mapped variable shows."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        name = variable.name.split("/")[-1].split(":")[0]
+        shape = tuple(variable.shape)
+        if name == "moving_variance":
+            value = rng.uniform(0.5, 2.0, shape)
+        elif name in ("moving_mean", "beta"):
+            value = rng.normal(0.0, 0.2, shape)
+        elif name == "gamma":
+            value = rng.normal(1.0, 0.2, shape)
+        else:
+            continue  # kernels keep their (fan-in scaled) random initialization
+        variable.assign(value.astype(np.float32))
+
+
+def _max_relative_error(mg_outputs, our_outputs):
+    errors = {}
+    for level, ours in our_outputs.items():
+        expected = mg_outputs[str(level)].numpy()
+        errors[level] = float(np.max(np.abs(expected - np.asarray(ours))) / np.max(np.abs(expected)))
+    return errors
+
+
+def _check_endpoints(mg, ours, height, width, seed):
+    x = np.random.default_rng(seed).normal(size=(2, height, width, 3)).astype(np.float32)
+    errors = _max_relative_error(mg(x, training=False), ours(x, training=False))
+    assert set(errors) == set(range(3, 8))
+    assert max(errors.values()) < RTOL, errors
+
+
+@pytest.mark.parametrize("name", list(registry.BACKBONES))
+@pytest.mark.parametrize("height,width", [(128, 128), (128, 256)], ids=["square", "non_square"])
+def test_live_model_and_checkpoint_match_model_garden(name, height, width, tmp_path):
+    mg = _model_garden_backbone(name, height, width)
+    _randomize(mg, seed=1)
+    ours = spinenet_tf.build_backbone(name, input_shape=(height, width, 3))
+
+    # Live model.
+    copied = convert.from_model_garden(mg, ours)
+    assert copied == len(ours.weights)
+    _check_endpoints(mg, ours, height, width, seed=2)
+
+    # A checkpoint laid out as Model Garden training writes it (model/backbone, plus optimizer slots).
+    _randomize(mg, seed=3)
+    optimizer = tf_keras.optimizers.SGD(momentum=0.9)
+    optimizer.build(mg.trainable_variables)
+    path = tf.train.Checkpoint(model=tf.train.Checkpoint(backbone=mg), optimizer=optimizer).save(
+        os.path.join(tmp_path, "ckpt"))
+    loaded = convert.load_model_garden_checkpoint(path, ours)  # prefix found automatically
+    assert loaded == len(ours.weights)
+    _check_endpoints(mg, ours, height, width, seed=4)
+
+
+def test_checkpoint_directory_is_accepted(tmp_path):
+    mg = _model_garden_backbone("spinenet-mobile-49xs", 128, 128)
+    _randomize(mg, seed=5)
+    tf.train.CheckpointManager(tf.train.Checkpoint(backbone=mg), str(tmp_path), max_to_keep=1).save()
+    ours = spinenet_tf.build_backbone("spinenet-mobile-49xs", input_shape=(128, 128, 3))
+    convert.load_model_garden_checkpoint(str(tmp_path), ours)
+    _check_endpoints(mg, ours, 128, 128, seed=6)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    # A SpineNet-49 checkpoint into SpineNet-96 (twice the blocks): the user error of tensorflow/tpu#782, which
+    # must fail at once and name what does not fit.
+    mg = _model_garden_backbone("spinenet-49", 128, 128)
+    path = tf.train.Checkpoint(backbone=mg).write(os.path.join(tmp_path, "ckpt"))
+    ours = spinenet_tf.build_backbone("spinenet-96", input_shape=(128, 128, 3))
+    with pytest.raises(ValueError, match=r"bottleneck_block layers where spinenet_96 has \d+: the checkpoint is for "
+                                         r"another model"):
+        convert.load_model_garden_checkpoint(path, ours)
+
+
+def test_checkpoint_of_another_width_is_refused(tmp_path):
+    mg = _model_garden_backbone("spinenet-49", 128, 128)
+    path = tf.train.Checkpoint(backbone=mg).write(os.path.join(tmp_path, "ckpt"))
+    ours = spinenet_tf.build_backbone("spinenet-49s", input_shape=(128, 128, 3))
+    with pytest.raises(ValueError, match=r"shape .* does not fit .*: the checkpoint is for another model"):
+        convert.load_model_garden_checkpoint(path, ours)
+
+
+def test_missing_or_bad_checkpoint_is_one_clear_error(tmp_path):
+    ours = spinenet_tf.build_backbone("spinenet-mobile-49xs", input_shape=(128, 128, 3))
+    with pytest.raises(ValueError, match="no checkpoint in this directory"):
+        convert.load_model_garden_checkpoint(str(tmp_path), ours)
+    bogus = tmp_path / "bogus.index"
+    bogus.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable TensorFlow checkpoint"):
+        convert.load_model_garden_checkpoint(str(tmp_path / "bogus"), ours)
