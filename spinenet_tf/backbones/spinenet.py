@@ -23,7 +23,7 @@ import keras
 from spinenet_tf.backbones.block_specs import (SPINENET_BLOCK_SPECS, SPINENET_MOBILE_BLOCK_SPECS, BlockSpec,
                                                parse_block_specs, validate_block_specs)
 from spinenet_tf.layers.blocks import BottleneckBlock, MBConvBlock, ResidualBlock
-from spinenet_tf.layers.normalization import activation, batch_norm, check_activation, conv2d
+from spinenet_tf.layers.normalization import activation_layer, batch_norm, check_activation, conv2d
 from spinenet_tf.layers.resample import CrossScaleResample, MobileResample
 from spinenet_tf.layers.stochastic_depth import stochastic_depth_rate_for_block
 
@@ -233,7 +233,7 @@ class SpineNet(keras.Model):
         """Conv 7x7/2 (64) -> BN -> act -> max-pool 3x3/2 -> two level-2 bottleneck groups (blocks 0 and 1)."""
         x = conv2d(64, 7, 2, name="stem_conv")(inputs)
         x = self._bn("stem_bn")(x)
-        x = activation(self.activation, layer_name="stem_act")(x)
+        x = activation_layer(self.activation, layer_name="stem_act")(x)
         x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
         features = []
         for node in self.plan[:2]:
@@ -259,7 +259,7 @@ class SpineNet(keras.Model):
                        for k, j in enumerate(node.inputs)]
             parents += [features[j] for j in node.extra_inputs]
             x = keras.layers.Add(name=f"{prefix}_fuse")(parents)
-            x = activation(self.activation, layer_name=f"{prefix}_fuse_act")(x)
+            x = activation_layer(self.activation, layer_name=f"{prefix}_fuse_act")(x)
             drop_rate = stochastic_depth_rate_for_block(self.stochastic_depth_rate, node.index - 1, num_blocks)
             features[node.index] = self._block_group(x, node, drop_rate)
         return features
@@ -271,7 +271,7 @@ class SpineNet(keras.Model):
         for level in range(self.min_level, self.max_level + 1):
             x = conv2d(self.endpoints_num_filters, 1, name=f"endpoint_l{level}_conv")(features[output_of_level[level]])
             x = self._bn(f"endpoint_l{level}_bn")(x)
-            endpoints[level] = activation(self.activation, layer_name=f"endpoint_l{level}_act")(x)
+            endpoints[level] = activation_layer(self.activation, layer_name=f"endpoint_l{level}_act")(x)
         return endpoints
 
     # === Properties ===
@@ -356,7 +356,7 @@ class SpineNetMobile(SpineNet):
         """Conv 3x3/2 (8 x scale) -> BN -> act -> MBConv to level 1 (stride 1) -> MBConv to level 2 (stride 2)."""
         x = conv2d(self._block_width(0), 3, 2, name="stem_conv")(inputs)
         x = self._bn("stem_bn")(x)
-        x = activation(self.activation, layer_name="stem_act")(x)
+        x = activation_layer(self.activation, layer_name="stem_act")(x)
         features = []
         for node, stride in zip(self.plan[:2], (1, 2)):
             x = self._block_group(x, node, drop_rate=0.0, stride=stride)

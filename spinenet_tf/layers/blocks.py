@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from spinenet_tf.layers.normalization import activation, batch_norm, check_activation, conv2d, depthwise_conv2d
+from spinenet_tf.layers.normalization import activation_layer, batch_norm, check_activation, conv2d, depthwise_conv2d
 from spinenet_tf.layers.stochastic_depth import StochasticDepth
 
 
@@ -36,7 +36,7 @@ class _Block(keras.layers.Layer):
                           name=name)
 
     def _act(self, name: str) -> keras.layers.Activation:
-        return activation(self.activation, layer_name=name)
+        return activation_layer(self.activation, layer_name=name)
 
     def _build_chain(self, input_shape, layers) -> tuple:
         """Builds `layers` one after another from `input_shape`; returns the last output shape."""

@@ -36,7 +36,7 @@ def check_activation(name: str) -> str:
     return name
 
 
-def activation(name: str, *, layer_name: str | None = None) -> keras.layers.Activation:
+def activation_layer(name: str, *, layer_name: str | None = None) -> keras.layers.Activation:
     """An Activation layer; "swish" is x * sigmoid(x) (Keras' silu), "hard_swish" x * relu6(x + 3) / 6."""
     check_activation(name)
     return keras.layers.Activation({"swish": "silu"}.get(name, name), name=layer_name)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from spinenet_tf.layers.normalization import activation, batch_norm, check_activation, conv2d, depthwise_conv2d
+from spinenet_tf.layers.normalization import activation_layer, batch_norm, check_activation, conv2d, depthwise_conv2d
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
@@ -70,7 +70,7 @@ class _Resample(keras.layers.Layer):
                           name=name)
 
     def _act(self, name):
-        return activation(self.activation, layer_name=name)
+        return activation_layer(self.activation, layer_name=name)
 
     def build(self, input_shape):
         shape = input_shape
