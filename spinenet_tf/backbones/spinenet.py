@@ -154,6 +154,7 @@ class SpineNet(keras.Model):
 
     default_block_specs = SPINENET_BLOCK_SPECS
     filter_size_map = SPINENET_FILTER_SIZE_MAP
+    stem_blocks = ((2, "bottleneck"), (2, "bottleneck"))  # (level, block_fn) of blocks 0 and 1
 
     def __init__(self, input_shape: Sequence[int | None] = (None, None, 3), min_level: int = 3, max_level: int = 7,
                  block_specs: Sequence | None = None, endpoints_num_filters: int = 256, resample_alpha: float = 0.5,
@@ -175,7 +176,7 @@ class SpineNet(keras.Model):
         self.norm_epsilon = norm_epsilon
         self.use_sync_bn = use_sync_bn
         self._check_arguments()
-        self.plan = plan_network(self.block_specs, self._stem_levels(), self._channels, min_level, max_level)
+        self.plan = self.network_plan(self.block_specs, min_level, max_level, filter_size_scale)
 
         # === Functional model ===
         inputs = keras.Input(shape=self.image_shape, name="image")
@@ -200,15 +201,22 @@ class SpineNet(keras.Model):
         if not 0.0 <= self.stochastic_depth_rate < 1.0:
             raise ValueError(f"stochastic_depth_rate={self.stochastic_depth_rate}: must be in [0, 1)")
 
+    @classmethod
+    def network_plan(cls, block_specs: Sequence | None = None, min_level: int = 3, max_level: int = 7,
+                     filter_size_scale: float = 1.0) -> list[BlockNode]:
+        """The wiring of this family's network for these settings, without building it (see `plan_network`)."""
+        specs = parse_block_specs(cls.default_block_specs if block_specs is None else block_specs)
+        return plan_network(specs, cls.stem_blocks,
+                            lambda level, fn: cls.block_channels(level, fn, filter_size_scale), min_level, max_level)
+
     # --- hooks that SpineNetMobile overrides ------------------------------------------------------------------
-    def _stem_levels(self) -> list[tuple[int, str]]:
-        return [(2, "bottleneck"), (2, "bottleneck")]
+    @classmethod
+    def block_channels(cls, level: int, block_fn: str, filter_size_scale: float) -> int:
+        """Output channels of a block: its width, times 4 for a bottleneck."""
+        return int(cls.filter_size_map[level] * filter_size_scale) * (4 if block_fn == "bottleneck" else 1)
 
     def _block_width(self, level: int) -> int:
         return int(self.filter_size_map[level] * self.filter_size_scale)
-
-    def _channels(self, level: int, block_fn: str) -> int:
-        return self._block_width(level) * (4 if block_fn == "bottleneck" else 1)
 
     def _norm_kwargs(self) -> dict:
         return dict(activation=self.activation, norm_momentum=self.norm_momentum, norm_epsilon=self.norm_epsilon,
@@ -251,7 +259,7 @@ class SpineNet(keras.Model):
         """Builds every used block of the table in order; unused ones stay None."""
         features = features + [None] * (len(self.plan) - len(features))
         num_blocks = len(self.block_specs)
-        for node in self.plan[len(self._stem_levels()):]:
+        for node in self.plan[len(self.stem_blocks):]:
             if not node.used:
                 continue
             prefix = f"block{node.index:02d}"
@@ -320,6 +328,7 @@ class SpineNetMobile(SpineNet):
 
     default_block_specs = SPINENET_MOBILE_BLOCK_SPECS
     filter_size_map = SPINENET_MOBILE_FILTER_SIZE_MAP
+    stem_blocks = ((1, "mbconv"), (2, "mbconv"))
 
     def __init__(self, input_shape: Sequence[int | None] = (None, None, 3), min_level: int = 3, max_level: int = 7,
                  block_specs: Sequence | None = None, endpoints_num_filters: int = 48, se_ratio: float = 0.2,
@@ -334,11 +343,9 @@ class SpineNetMobile(SpineNet):
                          stochastic_depth_rate=stochastic_depth_rate, activation=activation,
                          norm_momentum=norm_momentum, norm_epsilon=norm_epsilon, use_sync_bn=use_sync_bn, **kwargs)
 
-    def _stem_levels(self) -> list[tuple[int, str]]:
-        return [(1, "mbconv"), (2, "mbconv")]
-
-    def _channels(self, level: int, block_fn: str) -> int:
-        return self._block_width(level)
+    @classmethod
+    def block_channels(cls, level: int, block_fn: str, filter_size_scale: float) -> int:
+        return int(cls.filter_size_map[level] * filter_size_scale)
 
     def _block_group(self, x, node: BlockNode, drop_rate: float, stride: int = 1):
         in_filters = x.shape[-1]
