@@ -1,0 +1,100 @@
+"""Prints a named model's parameters and FLOPs (multiply-adds), in total and per level.
+
+    python -m spinenet_tf.summary --model=spinenet-49 --image_size=640
+    python -m spinenet_tf.summary --model=spinenet-mobile-49xs --image_size=256 --json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+
+from absl import app, flags
+
+import spinenet_tf
+from spinenet_tf import model_stats, registry
+
+_MODEL = flags.DEFINE_string("model", None, "A name from `spinenet_tf.list_models()`, e.g. spinenet-49.")
+_IMAGE_SIZE = flags.DEFINE_string("image_size", None, "H or H,W; each divisible by 128 (2**max_level).")
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", 91, "Classes of a detector or classifier head (COCO: 91).")
+_JSON = flags.DEFINE_boolean("json", False, "Print JSON (params, flops, per_level, model, image_size).")
+flags.DEFINE_alias("image-size", "image_size")
+flags.DEFINE_alias("num-classes", "num_classes")
+
+_SIZE_DIVISOR = 128  # 2**max_level of every registered model
+
+# Name table -> builder(name, input_shape, num_classes). Detectors count backbone + head (no NMS), as the papers.
+_BUILDERS: tuple[tuple[dict, Callable], ...] = (
+    (registry.BACKBONES, lambda name, input_shape, num_classes: spinenet_tf.build_backbone(name, input_shape)),
+    (registry.DETECTORS, spinenet_tf.build_detector),
+    (registry.CLASSIFIERS, spinenet_tf.build_classifier),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SummaryConfig:
+    """What to summarize; `__post_init__` rejects bad flags with one-line messages naming the flag."""
+
+    model: str
+    image_size: tuple[int, int]
+    num_classes: int = 91
+    as_json: bool = False
+
+    def __post_init__(self):
+        names = [name for table, _ in _BUILDERS for name in table]
+        if self.model not in names:
+            raise ValueError(f"--model={self.model}: unknown model; valid names: {', '.join(names)}")
+        if any(size <= 0 or size % _SIZE_DIVISOR for size in self.image_size):
+            height, width = self.image_size
+            raise ValueError(f"--image_size={height if height == width else f'{height},{width}'}: each side must "
+                             f"be a positive multiple of {_SIZE_DIVISOR} (2**max_level)")
+        if self.num_classes < 1:
+            raise ValueError(f"--num_classes={self.num_classes}: must be >= 1")
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """ "640" -> (640, 640); "512,640" -> (512, 640)."""
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2):
+        raise ValueError(f"--image_size={text}: expected H or H,W (integers)")
+    return (sizes[0], sizes[-1])
+
+
+def config_from_flags() -> SummaryConfig:
+    """The only place that reads flags."""
+    return SummaryConfig(model=_MODEL.value, image_size=parse_image_size(_IMAGE_SIZE.value),
+                         num_classes=_NUM_CLASSES.value, as_json=_JSON.value)
+
+
+def summarize(config: SummaryConfig) -> str:
+    """Builds the model and returns the table or JSON text."""
+    builder = next(build for table, build in _BUILDERS if config.model in table)
+    input_shape = (*config.image_size, 3)
+    stats = model_stats.model_stats(builder(config.model, input_shape=input_shape, num_classes=config.num_classes),
+                                    input_shape)
+    if config.as_json:
+        return json.dumps({"model": config.model, "image_size": list(config.image_size), "params": stats.params,
+                           "flops": stats.flops,
+                           "per_level": {group: dataclasses.asdict(s) for group, s in stats.per_level.items()}},
+                          indent=2)
+    height, width = config.image_size
+    return model_stats.format_table(stats, title=f"{config.model} @ {height}x{width}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config = config_from_flags()
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    print(summarize(config))
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["model", "image_size"])
+    app.run(main)

@@ -1,0 +1,48 @@
+"""Tests of spinenet_tf/summary.py, the `python -m spinenet_tf.summary` CLI, run as a user would in a subprocess."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import spinenet_tf
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "spinenet_tf.summary", *args], cwd=_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_json_output():
+    result = _run("--model", "spinenet-mobile-49xs", "--image-size", "256", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["model"] == "spinenet-mobile-49xs"
+    assert summary["image_size"] == [256, 256]
+    # 0.873 M params for RetinaNet-Mobile-49XS (backbone + head) per REFERENCE §2 [CALC]; the backbone is most of it.
+    assert 0.7e6 < summary["params"] < 0.873e6
+    # 0.18 B multiply-adds for the whole detector at 256 (REFERENCE §2 [CALC]); the backbone is below that.
+    assert 0.08e9 < summary["flops"] < 0.18e9
+    assert sum(group["params"] for group in summary["per_level"].values()) == summary["params"]
+    assert sum(group["flops"] for group in summary["per_level"].values()) == summary["flops"]
+    # P7 endpoint at 256: a 2x2 map, 1x1 conv from int(112 * 0.6) = 67 to 24 channels (REFERENCE §3.2).
+    assert summary["per_level"]["P7"]["flops"] == 2 * 2 * 67 * 24
+
+
+def test_unknown_model_lists_valid_names():
+    result = _run("--model", "spinenet-50", "--image_size", "256")
+    assert result.returncode != 0
+    error = result.stderr.strip().splitlines()[-1]
+    assert "spinenet-50" in error
+    for name in spinenet_tf.list_models("backbone"):
+        assert name in error
+
+
+def test_image_size_not_divisible_by_128():
+    result = _run("--model", "spinenet-49", "--image_size", "600")
+    assert result.returncode != 0
+    assert "--image_size=600:" in result.stderr and "128" in result.stderr.strip().splitlines()[-1]
