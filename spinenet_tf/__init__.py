@@ -13,12 +13,84 @@ __version__ = "0.1.0"
 
 from spinenet_tf import registry
 from spinenet_tf.backbones import SpineNet, SpineNetMobile
+from spinenet_tf.classification import Classifier
+from spinenet_tf.detection.retinanet import RetinaNet
 
 
 def list_models(kind: str = "backbone") -> list[str]:
-    """The registered names of one kind ("backbone")."""
-    tables = {"backbone": registry.BACKBONES}
+    """The registered names of one kind: "backbone", "detector" or "classifier"."""
+    tables = {"backbone": registry.BACKBONES, "detector": registry.DETECTORS, "classifier": registry.CLASSIFIERS}
     return list(registry.lookup(tables, kind, "model kind"))
+
+
+def _split_overrides(name: str, overrides: dict, own: Sequence[str], backbone: str) -> tuple[dict, dict]:
+    """Separates a task model's own keyword overrides from those meant for its backbone."""
+    family = registry.BACKBONES[backbone].family
+    allowed = tuple(own) + registry.BACKBONE_OVERRIDES[family]
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        raise ValueError(f"{name}: unknown override(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    return ({k: v for k, v in overrides.items() if k in own},
+            {k: v for k, v in overrides.items() if k not in own})
+
+
+def _image_shape(input_shape, default: int) -> tuple:
+    if input_shape is None:
+        return (default, default, 3)
+    input_shape = tuple(input_shape)
+    if len(input_shape) == 2:
+        input_shape += (3,)
+    return input_shape
+
+
+def build_detector(name: str, num_classes: int, input_shape: Sequence[int] | None = None,
+                   **overrides) -> RetinaNet:
+    """Builds a named RetinaNet detector.
+
+    Args:
+        name: One of `list_models("detector")`, e.g. "retinanet-spinenet-49".
+        num_classes: Class channels of the head (91 for Model Garden's COCO layout).
+        input_shape: (H, W) or (H, W, 3), multiples of 2**max_level; defaults to the paper's resolution.
+        **overrides: RetinaNet arguments (num_convs, num_filters, anchor_size, weight_decay, focal_gamma, ...) and
+            backbone arguments (see `build_backbone`). `activation` sets the backbone's and, unless
+            `head_activation` is given, the head's; the default for both is "swish" (Google's SpineNet configs).
+
+    Raises:
+        ValueError: Unknown name (the valid ones are listed), num_classes < 1, bad size or override.
+    """
+    spec = registry.lookup(registry.DETECTORS, name, "detector")
+    if num_classes < 1:
+        raise ValueError(f"{name}: num_classes={num_classes}: must be >= 1")
+    own, backbone_overrides = _split_overrides(name, overrides, registry.DETECTOR_OVERRIDES, spec.backbone)
+    backbone_overrides.setdefault("activation", "swish")
+    own.setdefault("head_activation", backbone_overrides["activation"])
+    backbone = build_backbone(spec.backbone, _image_shape(input_shape, spec.image_size), **backbone_overrides)
+    kwargs = dict(num_convs=spec.head_num_convs, num_filters=spec.head_num_filters,
+                  use_separable_conv=spec.head_separable, anchor_size=spec.anchor_size,
+                  weight_decay=spec.weight_decay)
+    return RetinaNet(backbone, num_classes, name=name.replace("-", "_"), **{**kwargs, **own})
+
+
+def build_classifier(name: str, num_classes: int, input_shape: Sequence[int] | None = None,
+                     **overrides) -> Classifier:
+    """Builds a SpineNet classifier with the paper's multi-level head.
+
+    Args:
+        name: One of `list_models("classifier")` ("classifier-spinenet-49", ...) or a backbone name.
+        num_classes: Number of classes.
+        input_shape: (H, W) or (H, W, 3), multiples of 2**max_level; default 256x256.
+        **overrides: dropout_rate, label_smoothing, and backbone arguments (e.g. activation="swish",
+            stochastic_depth_rate=0.2 for the paper's improved protocol).
+    """
+    backbone_name = registry.CLASSIFIERS.get(name, name if name in registry.BACKBONES else None)
+    if backbone_name is None:
+        registry.lookup(registry.CLASSIFIERS, name, "classifier")
+    if num_classes < 1:
+        raise ValueError(f"{name}: num_classes={num_classes}: must be >= 1")
+    own, backbone_overrides = _split_overrides(name, overrides, registry.CLASSIFIER_OVERRIDES, backbone_name)
+    backbone = build_backbone(backbone_name, _image_shape(input_shape, registry.CLASSIFIER_IMAGE_SIZE),
+                              **backbone_overrides)
+    return Classifier(backbone, num_classes, name=f"classifier_{backbone_name.replace('-', '_')}", **own)
 
 
 def build_backbone(name: str, input_shape: Sequence[int | None] = (None, None, 3), **overrides) -> SpineNet:
@@ -46,4 +118,5 @@ def build_backbone(name: str, input_shape: Sequence[int | None] = (None, None, 3
     return cls(input_shape=tuple(input_shape), name=name.replace("-", "_"), **{**spec.kwargs(), **overrides})
 
 
-__all__ = ["SpineNet", "SpineNetMobile", "__version__", "build_backbone", "list_models"]
+__all__ = ["Classifier", "RetinaNet", "SpineNet", "SpineNetMobile", "__version__", "build_backbone",
+           "build_classifier", "build_detector", "list_models"]

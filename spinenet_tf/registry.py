@@ -41,6 +41,51 @@ BACKBONES = {
     "spinenet-mobile-49":    BackboneSpec("spinenet_mobile", 1.0,   None,  1,       48,        384),
 }
 
+
+@dataclasses.dataclass(frozen=True)
+class DetectorSpec:
+    """A RetinaNet row: its backbone and head, anchors and weight decay (SpineNet paper §5.1; MG experiment YAMLs)."""
+
+    backbone: str
+    head_num_convs: int
+    head_num_filters: int
+    head_separable: bool = False
+    anchor_size: float = 3.0
+    weight_decay: float = 4e-5
+
+    @property
+    def image_size(self) -> int:
+        return BACKBONES[self.backbone].image_size
+
+
+#                                                  backbone                convs filters
+DETECTORS = {
+    "retinanet-spinenet-49s":         DetectorSpec("spinenet-49s",         4,    128),
+    "retinanet-spinenet-49":          DetectorSpec("spinenet-49",          4,    256),
+    "retinanet-spinenet-96":          DetectorSpec("spinenet-96",          4,    256),
+    "retinanet-spinenet-143":         DetectorSpec("spinenet-143",         4,    256, anchor_size=4.0),
+    "retinanet-spinenet-190":         DetectorSpec("spinenet-190",         7,    512, anchor_size=4.0),
+    "retinanet-spinenet-mobile-49xs": DetectorSpec("spinenet-mobile-49xs", 4,    24, head_separable=True,
+                                                   weight_decay=3e-5),
+    "retinanet-spinenet-mobile-49s":  DetectorSpec("spinenet-mobile-49s",  4,    40, head_separable=True,
+                                                   weight_decay=3e-5),
+    "retinanet-spinenet-mobile-49":   DetectorSpec("spinenet-mobile-49",   4,    48, head_separable=True,
+                                                   weight_decay=3e-5),
+}
+
+# Classifiers: every backbone with the paper's multi-level head, named "classifier-<backbone>" (derived, not listed).
+CLASSIFIERS = {f"classifier-{name}": name for name in BACKBONES}
+# NOTE: the paper trains classifiers at 224x224 (§5.5), which is not a multiple of 2**7; every level here must
+# divide the input exactly, so our default (and the ImageNet / iNaturalist flagfiles) use 256.
+CLASSIFIER_IMAGE_SIZE = 256
+
+# Keyword overrides `build_detector` passes to RetinaNet (everything else goes to the backbone).
+DETECTOR_OVERRIDES = ("num_convs", "num_filters", "use_separable_conv", "head_activation", "num_scales",
+                      "aspect_ratios", "anchor_size", "focal_alpha", "focal_gamma", "huber_delta", "box_loss_weight",
+                      "weight_decay", "score_threshold", "pre_nms_top_k", "iou_threshold", "max_detections",
+                      "class_agnostic_nms", "skip_class_zero")
+CLASSIFIER_OVERRIDES = ("dropout_rate", "label_smoothing")
+
 # Keyword overrides `build_backbone` accepts, per family (the constructor arguments users may change).
 _COMMON_OVERRIDES = ("activation", "norm_momentum", "norm_epsilon", "use_sync_bn", "stochastic_depth_rate",
                      "min_level", "max_level", "block_specs", "filter_size_scale", "block_repeats",
