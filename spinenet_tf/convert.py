@@ -13,6 +13,10 @@ order, so the k-th Model Garden layer of a type is our k-th layer of that type, 
 attribute (`_BLOCK_ATTRIBUTES`). Every count and shape is checked; a checkpoint of another model or config fails
 with a one-line error instead of loading silently wrong weights.
 
+RetinaNet (`official/vision/modeling/retinanet_model.py`) checkpoints hold the backbone under `.../_backbone` and the
+head (`heads/dense_prediction_heads.py::RetinaNetHead`, a plain layer) under `.../_head`, whose attribute paths
+(`_cls_convs/<i>`, `_cls_norms/<level index>/<i>`, `_classifier`, and the box twins) map by `_HEAD_PATHS`.
+
 Names that differ from Model Garden: `stochastic_depth_rate` is MG's `init_stochastic_depth_rate`; endpoints are
 keyed by int level instead of str.
 """
@@ -30,6 +34,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from spinenet_tf.backbones.spinenet import SpineNet, SpineNetMobile, block_name
+from spinenet_tf.detection.retinanet import RetinaNet
 
 # Model Garden block attribute -> our sub-layer, per Model Garden block type (nn_blocks.py).
 _BLOCK_ATTRIBUTES = {
@@ -42,8 +47,18 @@ _BLOCK_ATTRIBUTES = {
                                   "_squeeze_excitation/_se_expand": "se/expand", "_conv2": "project_conv",
                                   "_norm2": "project_bn"},
 }
+# Model Garden RetinaNetHead attribute path -> (our head attribute, index path).
+_HEAD_PATHS = (
+    (re.compile(r"^_(cls|box)_convs/(\d+)$"), lambda net, i: getattr_path(f"{_NET[net]}_convs", int(i))),
+    (re.compile(r"^_(cls|box)_norms/(\d+)/(\d+)$"),
+     lambda net, level, i: getattr_path(f"{_NET[net]}_norms", int(level), int(i))),
+    (re.compile(r"^_(classifier|box_regressor)$"),
+     lambda name: getattr_path({"classifier": "class_predictor", "box_regressor": "box_predictor"}[name])),
+)
+_NET = {"cls": "class", "box": "box"}
 _BLOCK_TYPE = {"bottleneck": "bottleneck_block", "residual": "residual_block", "mbconv": "inverted_bottleneck_block"}
-# Model Garden variable name -> ours (Keras 3 names a depthwise kernel "kernel").
+# Model Garden variable name -> ours where ours differs (Keras 3 names a DepthwiseConv2D kernel "kernel", while
+# its SeparableConv2D keeps "depthwise_kernel").
 _VARIABLE_NAMES = {"depthwise_kernel": "kernel"}
 _KEY = re.compile(r"^(?P<prefix>.*?)/?layer_with_weights-(?P<index>\d+)/(?P<path>.+)/\.ATTRIBUTES/VARIABLE_VALUE$")
 _LAYER_NAME = re.compile(r"^(?P<type>[a-z][a-z0-9_]*?)(?:_(?P<n>\d+))?$")
@@ -123,8 +138,8 @@ def _model_garden_layers(path: str, prefix: str | None):
         if not match:
             raise ValueError(f"{path}: layer {layer_names[(prefix, index)]!r} is not an auto-named Model Garden layer")
         layers[match["type"]].append((int(match["n"] or 0), attributes))
-    return reader, {layer_type: [attrs for _, attrs in sorted(entries, key=lambda e: e[0])]
-                    for layer_type, entries in layers.items()}
+    return reader, full_names, prefix, {layer_type: [attrs for _, attrs in sorted(entries, key=lambda e: e[0])]
+                                        for layer_type, entries in layers.items()}
 
 
 def _assign(our_layer: keras.layers.Layer, values: dict[str, np.ndarray], where: str) -> int:
@@ -133,7 +148,7 @@ def _assign(our_layer: keras.layers.Layer, values: dict[str, np.ndarray], where:
     if len(ours) != len(values):
         raise ValueError(f"{where}: Model Garden has {sorted(values)}, ours {our_layer.name} has {sorted(ours)}")
     for mg_name, value in values.items():
-        variable = ours.get(_VARIABLE_NAMES.get(mg_name, mg_name))
+        variable = ours.get(mg_name if mg_name in ours else _VARIABLE_NAMES.get(mg_name, mg_name))
         if variable is None:
             raise ValueError(f"{where}: no variable {mg_name!r} in our layer {our_layer.name}")
         if tuple(variable.shape) != tuple(value.shape):
@@ -149,13 +164,53 @@ def _sublayer(layer: keras.layers.Layer, path: str) -> keras.layers.Layer:
     return layer
 
 
-def load_model_garden_checkpoint(path: str, backbone: SpineNet, prefix: str | None = None) -> int:
-    """Loads a Model Garden SpineNet / SpineNet-Mobile backbone checkpoint into `backbone`.
+def getattr_path(attribute: str, *indices: int):
+    """A function of a layer returning `layer.<attribute>[i][j]...`."""
+    def get(layer):
+        value = getattr(layer, attribute)
+        for index in indices:
+            value = value[index]
+        return value
+    return get
+
+
+def _load_head(reader, full_names: dict[str, str], prefix: str, head, path: str) -> int:
+    """Loads a Model Garden RetinaNetHead stored under `prefix` into our `RetinaNetHead`."""
+    groups = collections.defaultdict(dict)
+    for key in full_names:
+        if key.startswith(prefix + "/"):
+            leaf, _, variable = key[len(prefix) + 1:].removesuffix("/.ATTRIBUTES/VARIABLE_VALUE").rpartition("/")
+            groups[leaf][variable] = reader.get_tensor(key)
+    if not groups:
+        raise ValueError(f"{path}: no RetinaNet head under {prefix!r}")
+    loaded = 0
+    for leaf, values in sorted(groups.items()):
+        for pattern, target in _HEAD_PATHS:
+            match = pattern.match(leaf)
+            if match:
+                try:
+                    layer = target(*match.groups())(head)
+                except IndexError:
+                    raise ValueError(f"{path}: head layer {leaf!r} has no counterpart in ours (num_convs "
+                                     f"{head.num_convs}, levels {head.min_level}..{head.max_level})") from None
+                loaded += _assign(layer, values, f"{path}: head {leaf}")
+                break
+        else:
+            raise ValueError(f"{path}: unexpected Model Garden head layer {leaf!r}")
+    if loaded != len(head.weights):
+        raise ValueError(f"{path}: the checkpoint's head holds {loaded} variables, ours {len(head.weights)}")
+    return loaded
+
+
+def load_model_garden_checkpoint(path: str, model: SpineNet | RetinaNet, prefix: str | None = None) -> int:
+    """Loads a Model Garden checkpoint into our backbone, or into our RetinaNet (backbone and head).
 
     Args:
         path: A checkpoint prefix (e.g. `.../ckpt-231000`) or a directory holding one.
-        backbone: Ours, built with the same settings (name, filter scale, repeats, levels) as the checkpoint's.
-        prefix: Object path of the backbone inside the checkpoint (e.g. "model/backbone"); found when None.
+        model: Ours, built with the same settings (name, filter scale, repeats, levels; for RetinaNet also
+            num_classes, head convs and filters, anchors per location) as the checkpoint's.
+        prefix: Object path of the backbone inside the checkpoint (e.g. "model/_backbone"); found when None. The
+            RetinaNet head is read from its sibling `_head` (or `head`).
 
     Returns:
         The number of variables loaded (batch-norm moving statistics included).
@@ -164,13 +219,14 @@ def load_model_garden_checkpoint(path: str, backbone: SpineNet, prefix: str | No
         ValueError: If the file is missing or not a checkpoint, or its layers do not fit `backbone` (one line
             naming the first mismatch).
     """
+    backbone = model.backbone if isinstance(model, RetinaNet) else model
     if os.path.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest is None:
             raise ValueError(f"{path}: no checkpoint in this directory")
         path = latest
     try:
-        reader, mg_layers = _model_garden_layers(path, prefix)
+        reader, full_names, prefix, mg_layers = _model_garden_layers(path, prefix)
     except tf.errors.OpError as error:
         raise ValueError(f"{path}: not a readable TensorFlow checkpoint ({error.message.splitlines()[0]})") from None
     ours_by_type = collections.defaultdict(list)
@@ -201,21 +257,31 @@ def load_model_garden_checkpoint(path: str, backbone: SpineNet, prefix: str | No
     expected = sum(len(layer.weights) for _, layer in backbone_layers_in_model_garden_order(backbone))
     if loaded != expected:
         raise ValueError(f"{path}: loaded {loaded} variables but {backbone.name} has {expected} in matched layers")
+    if isinstance(model, RetinaNet):
+        parent = prefix.rpartition("/")[0]
+        heads = [p for p in (f"{parent}/_head", f"{parent}/head") if any(k.startswith(p.lstrip("/") + "/")
+                                                                         for k in full_names)]
+        if not heads:
+            raise ValueError(f"{path}: no RetinaNet head beside the backbone {prefix!r}: a backbone-only checkpoint "
+                             f"cannot fill a detector's head (load it into `model.backbone` instead)")
+        loaded += _load_head(reader, full_names, heads[0].lstrip("/"), model.head, path)
     return loaded
 
 
-def from_model_garden(mg_backbone, backbone: SpineNet) -> int:
-    """Copies every weight (batch-norm statistics included) of a live Model Garden backbone into ours.
+def from_model_garden(mg_model, model: SpineNet | RetinaNet) -> int:
+    """Copies every weight (batch-norm statistics included) of a live Model Garden model into ours.
 
     Args:
-        mg_backbone: `official.vision.modeling.backbones.SpineNet` or `SpineNetMobile` (tf_keras), built.
-        backbone: Ours, built with the same settings.
+        mg_model: A built `official.vision.modeling.backbones.SpineNet` / `SpineNetMobile`, or a built
+            `official.vision.modeling.retinanet_model.RetinaNetModel` on one (tf_keras).
+        model: Ours, built with the same settings: a backbone for a backbone, a `RetinaNet` for a RetinaNet.
 
     Returns:
         The number of variables copied.
     """
-    if not isinstance(backbone, (SpineNet, SpineNetMobile)):
-        raise TypeError(f"backbone must be a spinenet_tf SpineNet, got {type(backbone).__name__}")
+    if not isinstance(model, (SpineNet, SpineNetMobile, RetinaNet)):
+        raise TypeError(f"model must be a spinenet_tf SpineNet or RetinaNet, got {type(model).__name__}")
     with tempfile.TemporaryDirectory() as tmp:
-        path = tf.train.Checkpoint(backbone=mg_backbone).write(os.path.join(tmp, "mg"))
-        return load_model_garden_checkpoint(path, backbone, prefix="backbone")
+        path = tf.train.Checkpoint(model=mg_model).write(os.path.join(tmp, "mg"))
+        prefix = "model" if not isinstance(model, RetinaNet) else None
+        return load_model_garden_checkpoint(path, model, prefix=prefix)

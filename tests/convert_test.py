@@ -22,13 +22,13 @@ pytestmark = pytest.mark.oracle
 RTOL = 1e-4
 
 
-def _model_garden_backbone(name, height, width):
+def _model_garden_backbone(name, height, width, **kwargs):
     spec = registry.BACKBONES[name]
     model_id = name.rsplit("-", 1)[-1].upper()  # "spinenet-mobile-49xs" -> "49XS", MG's SCALING_MAP key
     input_specs = tf_keras.layers.InputSpec(shape=[None, height, width, 3])
     if spec.family == "spinenet":
-        return mg_spinenet.SpineNet(input_specs=input_specs, **mg_spinenet.SCALING_MAP[model_id])
-    return mg_mobile.SpineNetMobile(input_specs=input_specs, **mg_mobile.SCALING_MAP[model_id])
+        return mg_spinenet.SpineNet(input_specs=input_specs, **mg_spinenet.SCALING_MAP[model_id], **kwargs)
+    return mg_mobile.SpineNetMobile(input_specs=input_specs, **mg_mobile.SCALING_MAP[model_id], **kwargs)
 
 
 def _randomize(model, seed):
@@ -122,3 +122,61 @@ def test_missing_or_bad_checkpoint_is_one_clear_error(tmp_path):
     bogus.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable TensorFlow checkpoint"):
         convert.load_model_garden_checkpoint(str(tmp_path / "bogus"), ours)
+
+
+# --- RetinaNet: backbone + head -------------------------------------------------------------------------------
+
+NUM_CLASSES = 5
+
+
+def _model_garden_retinanet(name, height, width):
+    from official.vision.modeling import retinanet_model
+    from official.vision.modeling.heads import dense_prediction_heads
+    from official.vision.modeling.layers import detection_generator
+
+    spec = registry.DETECTORS[name]
+    backbone = _model_garden_backbone(spec.backbone, height, width, activation="swish")
+    head = dense_prediction_heads.RetinaNetHead(
+        min_level=3, max_level=7, num_classes=NUM_CLASSES, num_anchors_per_location=9,
+        num_convs=spec.head_num_convs, num_filters=spec.head_num_filters, use_separable_conv=spec.head_separable,
+        activation="swish")
+    model = retinanet_model.RetinaNetModel(backbone, None, head, detection_generator.MultilevelDetectionGenerator(),
+                                           min_level=3, max_level=7, num_scales=3, aspect_ratios=[0.5, 1.0, 2.0],
+                                           anchor_size=spec.anchor_size)
+    model(np.zeros((1, height, width, 3), np.float32), image_shape=tf.constant([[height, width]]), training=False)
+    return model
+
+
+@pytest.mark.parametrize("name", list(registry.DETECTORS))
+def test_retinanet_checkpoint_matches_model_garden(name, tmp_path):
+    from spinenet_tf.detection import anchors as anchors_lib
+
+    height, width = 128, 256
+    mg = _model_garden_retinanet(name, height, width)
+    _randomize(mg, seed=7)
+    rng = np.random.default_rng(8)
+    for variable in mg.weights:  # head biases too: the class prior alone would hide a swapped predictor
+        if variable.name.split("/")[-1].startswith("bias"):
+            variable.assign(rng.normal(0.0, 0.2, tuple(variable.shape)).astype(np.float32))
+    path = tf.train.Checkpoint(model=mg).save(os.path.join(tmp_path, "ckpt"))  # as MG training: model/_backbone, _head
+
+    ours = spinenet_tf.build_detector(name, num_classes=NUM_CLASSES, input_shape=(height, width))
+    assert convert.load_model_garden_checkpoint(path, ours) == len(ours.weights)
+
+    x = np.random.default_rng(9).normal(size=(2, height, width, 3)).astype(np.float32)
+    expected = mg(x, image_shape=tf.constant([[height, width]] * 2), training=False)
+    actual = ours(x, training=False)
+    for key, last_dim in (("cls_outputs", NUM_CLASSES), ("box_outputs", 4)):
+        reference = anchors_lib.flatten_levels({int(level): v for level, v in expected[key].items()}, last_dim).numpy()
+        error = np.max(np.abs(reference - np.asarray(actual[key]))) / np.max(np.abs(reference))
+        assert error < RTOL, (key, error)
+
+
+def test_backbone_checkpoint_cannot_fill_a_detector(tmp_path):
+    mg = _model_garden_backbone("spinenet-mobile-49xs", 128, 128)
+    path = tf.train.Checkpoint(backbone=mg).write(os.path.join(tmp_path, "ckpt"))
+    ours = spinenet_tf.build_detector("retinanet-spinenet-mobile-49xs", num_classes=NUM_CLASSES, input_shape=(128, 128))
+    with pytest.raises(ValueError, match="backbone-only checkpoint cannot fill a detector's head"):
+        convert.load_model_garden_checkpoint(path, ours)
+    # ...but it does fill the detector's backbone, the usual start for fine-tuning.
+    assert convert.load_model_garden_checkpoint(path, ours.backbone) == len(ours.backbone.weights)
