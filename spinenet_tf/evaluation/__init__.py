@@ -1,0 +1,1 @@
+"""Evaluation: COCO detection metrics (pycocotools)."""
