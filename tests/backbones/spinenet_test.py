@@ -1,0 +1,285 @@
+"""Tests of spinenet_tf/backbones/spinenet.py (SpineNet, SpineNetMobile, plan_network) through the registry.
+
+Every registry name (never a hand-written list) is built once, at a non-square 256x128 input, by a module-scoped
+fixture that frees it afterwards; the oracle test builds Model Garden's twin (tf-models-official 2.20.0) at 128x128.
+Parameter and weight counts do not depend on the input size. The other tests use small models: registry names
+with shrinking overrides (filter_size_scale=0.25, endpoints_num_filters=16) at 128x128 (STYLE.md §8.9).
+
+Golden numbers: Model Garden (the oracle), or REFERENCE.md, cited where used. Structural facts of Model Garden's
+network (REFERENCE §3.1): stochastic depth rate init_rate * i / len(block_specs) for the i-th scale-permuted block
+(1-based) and none on the stem; an output block also sums every earlier block of its level and width that nothing
+consumed yet; blocks feeding no endpoint are pruned (block 17, Model Garden's level-2 output).
+"""
+
+import gc
+
+import keras
+import numpy as np
+import pytest
+
+import spinenet_tf
+import testing
+from spinenet_tf import registry
+from spinenet_tf.backbones import BlockSpec, FeatureSpec, SpineNet, SpineNetMobile
+from spinenet_tf.backbones.spinenet import block_name
+from spinenet_tf.layers import StochasticDepth
+
+# Trainable parameters of Model Garden's backbones in millions: REFERENCE.md §1.5, "[CALC] check: MG backbone params
+# 21.83 / 36.26 / 60.25 / 126.59 M" (SpineNet-49 / 96 / 143 / 190, built from tf-models-official 2.20.0).
+REFERENCE_TRAINABLE_PARAMS_M = {"spinenet-49": 21.83, "spinenet-96": 36.26, "spinenet-143": 60.25,
+                                "spinenet-190": 126.59}
+
+TINY = dict(filter_size_scale=0.25, endpoints_num_filters=16)  # shrinking overrides for the small tests
+
+# A shortened valid SpineNet table: 5 blocks, outputs at levels 3, 4, 5, 7, 6 (offsets index [stem0, stem1, ...]).
+CUSTOM_BLOCK_SPECS = [
+    [3, "bottleneck", [0, 1], True],   # block 2
+    [4, "residual", [0, 2], True],     # block 3
+    [5, "bottleneck", [2, 3], True],   # block 4
+    [7, "residual", [3, 4], True],     # block 5
+    [6, "bottleneck", [4, 5], True],   # block 6
+]
+
+
+def _np(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def _images(batch, height, width, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (batch, height, width, 3)).astype("float32")
+
+
+def _num_params(weights):
+    return sum(int(np.prod(w.shape)) for w in weights)
+
+
+def _model_garden_twin(name, input_size=128):
+    """Model Garden's backbone for a registry name, built from its SCALING_MAP row; also returns that row."""
+    spec = registry.BACKBONES[name]
+    tf_keras = pytest.importorskip("tf_keras")
+    if spec.family == "spinenet_mobile":
+        module = pytest.importorskip("official.vision.modeling.backbones.spinenet_mobile")
+        cls, key = module.SpineNetMobile, name.removeprefix("spinenet-mobile-").upper()
+    else:
+        module = pytest.importorskip("official.vision.modeling.backbones.spinenet")
+        cls, key = module.SpineNet, name.removeprefix("spinenet-").upper()
+    scaling = module.SCALING_MAP[key]
+    model = cls(input_specs=tf_keras.layers.InputSpec(shape=[None, input_size, input_size, 3]), **scaling)
+    return model, scaling
+
+
+def _tiny(name="spinenet-49", input_shape=(128, 128, 3), **overrides):
+    return spinenet_tf.build_backbone(name, input_shape=input_shape, **{**TINY, **overrides})
+
+
+@pytest.fixture(scope="module", params=list(registry.BACKBONES))
+def registry_backbone(request):
+    """(name, model) for every registry name at 256x128; one model alive at a time."""
+    model = spinenet_tf.build_backbone(request.param, input_shape=(256, 128, 3))
+    yield request.param, model
+    del model
+    keras.backend.clear_session()
+    gc.collect()
+
+
+# --- (a) parameter counts ----------------------------------------------------------------------------------------
+
+@pytest.mark.oracle
+def test_parameter_and_weight_counts_match_model_garden(registry_backbone):
+    name, model = registry_backbone
+    mg, scaling = _model_garden_twin(name)
+    # The registry row is Model Garden's SCALING_MAP row.
+    assert registry.BACKBONES[name].kwargs() == scaling
+    assert _num_params(model.trainable_weights) == _num_params(mg.trainable_weights)
+    assert _num_params(model.non_trainable_weights) == _num_params(mg.non_trainable_weights)
+    assert len(model.trainable_weights) == len(mg.trainable_weights)
+    assert len(model.weights) == len(mg.weights)
+    assert sorted(tuple(w.shape) for w in model.weights) == sorted(tuple(w.shape) for w in mg.weights)
+    del mg
+
+
+def test_parameter_count_matches_reference(registry_backbone):
+    name, model = registry_backbone
+    if name not in REFERENCE_TRAINABLE_PARAMS_M:
+        pytest.skip(f"REFERENCE.md has no backbone-only parameter count for {name}")
+    assert round(_num_params(model.trainable_weights) / 1e6, 2) == REFERENCE_TRAINABLE_PARAMS_M[name]
+
+
+# --- (b) outputs -------------------------------------------------------------------------------------------------
+
+def test_outputs_levels_shapes_and_specs(registry_backbone):
+    name, model = registry_backbone
+    spec = registry.BACKBONES[name]
+    assert type(model) is (SpineNetMobile if spec.family == "spinenet_mobile" else SpineNet)
+    channels = spec.endpoints_num_filters
+    levels = list(range(3, 8))
+    height, width = 256, 128  # non-square; stride 2**7 = 128 divides both
+    assert model.size_divisibility == 2 ** 7
+    assert height % model.size_divisibility == 0 and width % model.size_divisibility == 0
+    assert model.output_specs == {level: FeatureSpec(stride=2 ** level, channels=channels) for level in levels}
+    # The symbolic graph and an eager call (batch 1 keeps SpineNet-190 at ~2 s on two cores).
+    assert sorted(model.output) == levels and all(type(k) is int for k in model.output)
+    outputs = model(_images(1, height, width), training=False)
+    assert sorted(outputs) == levels and all(type(k) is int for k in outputs), list(outputs)
+    for level, spec in model.output_specs.items():
+        expected = (1, height // spec.stride, width // spec.stride, spec.channels)
+        assert tuple(outputs[level].shape) == expected, f"P{level}"
+        assert tuple(model.output[level].shape) == (None,) + expected[1:], f"symbolic P{level}"
+        assert np.all(np.isfinite(_np(outputs[level])))
+
+
+# --- small models shared by (c)-(f) -----------------------------------------------------------------------------
+
+# Non-default settings everywhere, so that the round trip and the override tests see them.
+NON_DEFAULTS = dict(activation="swish", stochastic_depth_rate=0.2, norm_momentum=0.9, norm_epsilon=1e-4)
+
+
+@pytest.fixture(scope="module", params=["spinenet-49", "spinenet-mobile-49xs"])
+def small_backbone(request):
+    """(name, overrides, model): one regular and one mobile registry model, shrunk, with non-default settings."""
+    overrides = {**TINY, **NON_DEFAULTS}
+    model = spinenet_tf.build_backbone(request.param, input_shape=(128, 128, 3), **overrides)
+    yield request.param, overrides, model
+    del model
+    keras.backend.clear_session()
+    gc.collect()
+
+
+# --- (c) .keras round trip ---------------------------------------------------------------------------------------
+
+def test_keras_round_trip(small_backbone, tmp_path):
+    name, overrides, model = small_backbone
+    loaded = testing.assert_keras_round_trip(model, _images(2, 128, 128), tmp_path)
+    config = loaded.get_config()
+    for key, value in {**registry.BACKBONES[name].kwargs(), **overrides}.items():
+        assert config[key] == value, key
+
+
+def test_keras_round_trip_keeps_custom_block_specs(tmp_path):
+    # Model Garden's SpineNet.get_config drops block_specs, so a reloaded custom network silently becomes
+    # SpineNet-49; here the table must survive get_config and the .keras file.
+    model = _tiny(block_specs=CUSTOM_BLOCK_SPECS)
+    assert model.get_config()["block_specs"] == CUSTOM_BLOCK_SPECS
+    loaded = testing.assert_keras_round_trip(model, _images(2, 128, 128), tmp_path)
+    assert loaded.block_specs == tuple(BlockSpec.from_list(row) for row in CUSTOM_BLOCK_SPECS)
+    assert loaded.get_config()["block_specs"] == CUSTOM_BLOCK_SPECS
+    assert len(loaded.plan) == 2 + len(CUSTOM_BLOCK_SPECS)
+    block_layers = {layer.name for layer in loaded.layers if layer.name.startswith("block")}
+    assert "block02_l3_bottleneck" in block_layers and "block06_l6_bottleneck" in block_layers
+    assert not any(layer_name.startswith("block07") for layer_name in block_layers)
+
+
+def test_unknown_input_size_matches_fixed_input_size(small_backbone):
+    # Built with (None, None, 3), the up-sampling takes its dynamic-shape path; same weights, same outputs.
+    _, overrides, fixed = small_backbone
+    dynamic = type(fixed).from_config({**fixed.get_config(), "input_shape": [None, None, 3]})
+    dynamic.set_weights(fixed.get_weights())
+    x = _images(1, 128, 128)
+    expected, actual = fixed(x, training=False), dynamic(x, training=False)
+    for level in range(3, 8):
+        np.testing.assert_allclose(_np(actual[level]), _np(expected[level]), atol=1e-5, rtol=1e-5)
+    wide = dynamic(_images(1, 128, 384), training=False)
+    channels = overrides["endpoints_num_filters"]
+    assert {level: tuple(p.shape) for level, p in wide.items()} == {
+        level: (1, 128 >> level, 384 >> level, channels) for level in range(3, 8)}
+
+
+# --- (d) overrides -----------------------------------------------------------------------------------------------
+
+def _drop_path_rates(model):
+    """{(block index, layer name): [StochasticDepth rates inside it]} for every built block layer of the plan."""
+    rates = {}
+    for node in model.plan:
+        if not node.used:
+            continue
+        for repeat in range(model.block_repeats):
+            name = block_name(node) + (f"_r{repeat + 1}" if repeat else "")
+            rates[(node.index, name)] = [sub.rate for sub in testing.walk_layers(model.get_layer(name))
+                                         if isinstance(sub, StochasticDepth)]
+    return rates
+
+
+def test_stochastic_depth_rates_follow_model_garden(small_backbone):
+    _, overrides, model = small_backbone
+    rate, num_blocks = overrides["stochastic_depth_rate"], len(model.block_specs)
+    assert num_blocks == 16
+    rates = _drop_path_rates(model)
+    for (index, layer_name), found in rates.items():
+        if index < 2:
+            assert found == [], f"{layer_name}: the stem has no stochastic depth"
+        else:
+            # Block index k in [stem0, stem1, block2, ...] is scale-permuted block i = k - 1 (1-based).
+            assert found == [pytest.approx(rate * (index - 1) / num_blocks)], layer_name
+    # Every StochasticDepth layer of the model sits in one of those blocks.
+    all_rates = [sub.rate for sub in testing.walk_layers(model) if isinstance(sub, StochasticDepth)]
+    assert len(all_rates) == sum(len(found) for found in rates.values())
+    assert len(all_rates) == model.block_repeats * sum(node.used for node in model.plan[2:])
+
+
+def test_activation_and_norm_overrides_reach_every_layer(small_backbone):
+    _, overrides, model = small_backbone
+    layers = list(testing.walk_layers(model))
+    activations = [layer for layer in layers if isinstance(layer, keras.layers.Activation)]
+    assert activations and {layer.get_config()["activation"] for layer in activations} == {"silu"}  # Keras' swish
+    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(bn.momentum == overrides["norm_momentum"] and bn.epsilon == overrides["norm_epsilon"]
+                         for bn in norms)
+    # The layers compute swish, x * sigmoid(x), not relu.
+    x = np.linspace(-4, 4, 64, dtype="float32").reshape(1, 8, 8, 1)
+    for layer in activations[:3] + activations[-3:]:
+        np.testing.assert_allclose(_np(layer(x)), x / (1 + np.exp(-x)), rtol=1e-5, atol=1e-6)
+
+
+def test_min_level_override_changes_the_endpoints():
+    model = _tiny(min_level=4)
+    outputs = model(_images(1, 128, 128), training=False)
+    assert list(outputs) == [4, 5, 6, 7] and sorted(model.output_specs) == [4, 5, 6, 7]
+    # Block 13 is the level-3 output and feeds only block 17 (REFERENCE §3.1 table), so nothing needs it now.
+    assert not any(layer.name.startswith("block13") for layer in model.layers)
+    assert not model.plan[13].used
+
+
+def test_min_level_2_uses_model_gardens_level_2_output_block():
+    model = _tiny(min_level=2)
+    outputs = model(_images(1, 128, 128), training=False)
+    assert list(outputs) == [2, 3, 4, 5, 6, 7]
+    assert tuple(outputs[2].shape) == (1, 32, 32, 16)
+    assert model.plan[17].used and model.get_layer("block17_l2_bottleneck") is not None
+
+
+# --- (e) plan_network --------------------------------------------------------------------------------------------
+
+def test_blocks_feeding_no_endpoint_are_not_built(small_backbone):
+    name, _, model = small_backbone
+    unused = [node.index for node in model.plan if not node.used]
+    if registry.BACKBONES[name].family == "spinenet":
+        assert unused == [17]  # Model Garden's level-2 output block
+        assert not any(layer.name.startswith("block17") for layer in model.layers)
+    else:
+        assert unused == []
+    for node in model.plan[2:]:
+        if node.used:
+            assert model.get_layer(block_name(node)) is not None
+
+
+def test_output_blocks_sum_unconsumed_blocks_of_their_level(small_backbone):
+    # By REFERENCE §3.1's rule the only such block is 11 (level 5; nothing reads it), summed into output block 14
+    # (level 5); in the mobile table (§3.2) it is block 12 (level 5), summed into output block 15.
+    name, _, model = small_backbone
+    index, extra = (14, 11) if registry.BACKBONES[name].family == "spinenet" else (15, 12)
+    assert {node.index: node.extra_inputs for node in model.plan if node.extra_inputs} == {index: (extra,)}
+    assert len(model.get_layer(f"block{index}_fuse").input) == 3
+    assert len(model.get_layer(f"block{index - 1}_fuse").input) == 2
+
+
+# --- (f) stochastic depth in training and inference --------------------------------------------------------------
+
+def test_training_calls_are_stochastic_and_inference_calls_deterministic(small_backbone):
+    _, _, model = small_backbone
+    keras.utils.set_random_seed(0)
+    x = _images(2, 128, 128)
+    first, second = model(x, training=True), model(x, training=True)
+    assert any(not np.allclose(_np(first[level]), _np(second[level])) for level in first)
+    first, second = model(x, training=False), model(x, training=False)
+    for level in first:
+        np.testing.assert_array_equal(_np(first[level]), _np(second[level]))

@@ -1,0 +1,178 @@
+"""The shared test harness (modelled on keras-hub's `test_case.py`; STYLE.md §8.9).
+
+How to import it: `tests/conftest.py` puts `tests/` first on `sys.path`, so every test file writes
+
+    import testing
+
+This works in every pytest import mode (`prepend`, `append`, `importlib`) and from any working directory, with no
+`__init__.py` files under `tests/` (so test basenames may repeat across sub-folders under `--import-mode=importlib`).
+
+What it offers:
+    run_layer_test(cls, init_kwargs, input_shape, expected_output_shape, ...)
+        config round trip (JSON-equal), `build`, symbolic call, eager call, one `fit` step.
+    assert_keras_round_trip(model, x, tmp_path)
+        `.keras` save/load: same class, same output structure including dict key types, allclose outputs.
+    assert_same_structure(expected, actual)
+        the nesting check used by the round trip, usable on its own.
+    walk_layers(layer)
+        every layer nested inside `layer` (blocks inside a model, convs and batch norms inside a block).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import warnings
+from collections.abc import Iterator, Sequence
+
+import keras
+import numpy as np
+
+
+def _to_numpy(x) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def _json(config: dict) -> str:
+    """The canonical JSON text of a config; fails if the config is not JSON-serializable."""
+    return json.dumps(config, sort_keys=True)
+
+
+def walk_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
+    """Yields every layer nested in `layer`, depth first, not `layer` itself.
+
+    Uses Keras' `Layer._flatten_layers`, the one private Keras API the harness relies on (Keras 3 has no public
+    recursive iterator; `Model.layers` stops at the top level). Keep it in this one place.
+    """
+    yield from layer._flatten_layers(include_self=False, recursive=True)
+
+
+def assert_same_structure(expected, actual, path: str = "outputs") -> None:
+    """Same nesting, same container types, same dict keys *with the same key types*, same tensor shapes."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict), f"{path}: expected a dict, got {type(actual).__name__}"
+        expected_keys = sorted(((type(k).__name__, k) for k in expected), key=repr)
+        actual_keys = sorted(((type(k).__name__, k) for k in actual), key=repr)
+        assert actual_keys == expected_keys, f"{path}: dict keys (type, key) differ: {actual_keys} != {expected_keys}"
+        for key in expected:
+            assert_same_structure(expected[key], actual[key], f"{path}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert type(actual) is type(expected), (
+            f"{path}: expected a {type(expected).__name__}, got {type(actual).__name__}")
+        assert len(actual) == len(expected), f"{path}: length {len(actual)} != {len(expected)}"
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            assert_same_structure(e, a, f"{path}[{i}]")
+    else:
+        assert not isinstance(actual, (dict, list, tuple)), f"{path}: expected a tensor, got {type(actual).__name__}"
+        assert tuple(actual.shape) == tuple(expected.shape), f"{path}: shape {actual.shape} != {expected.shape}"
+
+
+def run_layer_test(cls: type, init_kwargs: dict, input_shape: Sequence[int], expected_output_shape: Sequence[int],
+                   expected_num_trainable_weights: int | None = None,
+                   expected_num_non_trainable_weights: int | None = None, seed: int = 0) -> None:
+    """The checks every layer passes.
+
+    1. Config round trip: `get_config()` is JSON-serializable, holds every constructor argument, and
+       `from_config(get_config())` (also through `keras.saving.serialize_keras_object`) gives a JSON-equal config.
+    2. Build: `layer.build(input_shape)` creates every weight (a later call creates none), with the expected counts.
+    3. Symbolic call: on a `keras.Input` with a fixed and with an unknown batch size; agrees with
+       `compute_output_shape`.
+    4. Eager call: on random data, the expected shape and finite values.
+    5. One `fit` step of a tiny functional model wrapping the layer: finite loss, trainable weights move, and every
+       non-trainable weight (batch-norm statistics) moves too, i.e. `training=True` reached every nested layer.
+
+    Args:
+        cls: The layer class.
+        init_kwargs: Constructor arguments.
+        input_shape: Full input shape, batch included, e.g. (2, 8, 8, 16).
+        expected_output_shape: Full output shape, batch included.
+        expected_num_trainable_weights, expected_num_non_trainable_weights: Weight-tensor counts, if given.
+        seed: Seed of the random data and of Keras' initializers.
+    """
+    input_shape = tuple(input_shape)
+    expected_output_shape = tuple(expected_output_shape)
+    keras.utils.set_random_seed(seed)
+
+    # 1. Config round trip.
+    layer = cls(**init_kwargs)
+    config = layer.get_config()
+    config_json = _json(config)
+    for key, value in init_kwargs.items():
+        assert key in config, f"{cls.__name__}.get_config() lacks constructor argument {key!r}"
+        assert json.loads(_json({key: config[key]})) == json.loads(_json({key: value})), (
+            f"{cls.__name__}.get_config()[{key!r}] = {config[key]!r}, constructed with {value!r}")
+    revived = cls.from_config(json.loads(config_json))
+    assert _json(revived.get_config()) == config_json, f"{cls.__name__}: from_config(get_config()) changes the config"
+    serialized = json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
+    deserialized = keras.saving.deserialize_keras_object(serialized)
+    assert type(deserialized) is cls, f"deserialize_keras_object gave {type(deserialized).__name__}, not {cls.__name__}"
+    assert _json(deserialized.get_config()) == config_json
+
+    # 2. Build.
+    layer = cls(**init_kwargs)
+    layer.build(input_shape)
+    assert layer.built
+    num_weights = len(layer.weights)
+    if expected_num_trainable_weights is not None:
+        assert len(layer.trainable_weights) == expected_num_trainable_weights, (
+            f"{cls.__name__}: {len(layer.trainable_weights)} trainable weights, "
+            f"expected {expected_num_trainable_weights}")
+    if expected_num_non_trainable_weights is not None:
+        assert len(layer.non_trainable_weights) == expected_num_non_trainable_weights, (
+            f"{cls.__name__}: {len(layer.non_trainable_weights)} non-trainable weights, "
+            f"expected {expected_num_non_trainable_weights}")
+    assert tuple(layer.compute_output_shape(input_shape)) == expected_output_shape
+
+    # 3. Symbolic call.
+    symbolic = layer(keras.Input(batch_shape=input_shape))
+    assert tuple(symbolic.shape) == expected_output_shape, f"symbolic output {symbolic.shape}"
+    symbolic = layer(keras.Input(shape=input_shape[1:]))
+    assert tuple(symbolic.shape) == (None,) + expected_output_shape[1:], f"symbolic output {symbolic.shape}"
+    assert len(layer.weights) == num_weights, f"{cls.__name__}: calling created weights that build() did not"
+
+    # 4. Eager call.
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(input_shape).astype("float32")
+    y = _to_numpy(layer(x))
+    assert y.shape == expected_output_shape, f"eager output {y.shape}"
+    assert np.all(np.isfinite(y))
+    assert len(layer.weights) == num_weights
+
+    # 5. One fit step.
+    layer = cls.from_config(config)
+    inputs = keras.Input(shape=input_shape[1:])
+    model = keras.Model(inputs, layer(inputs))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    trainable_before = [_to_numpy(w) for w in layer.trainable_weights]
+    non_trainable_before = [_to_numpy(w) for w in layer.non_trainable_weights]
+    target = rng.standard_normal(expected_output_shape).astype("float32")
+    with warnings.catch_warnings():  # layers without weights (up-sampling, drop-path) train nothing, on purpose
+        warnings.filterwarnings("ignore", message="The model does not have any trainable weights")
+        history = model.fit(x, target, batch_size=input_shape[0], epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    if layer.trainable_weights:
+        moved = [not np.array_equal(before, _to_numpy(w))
+                 for before, w in zip(trainable_before, layer.trainable_weights)]
+        assert any(moved), f"{cls.__name__}: no trainable weight changed in a fit step"
+    for before, w in zip(non_trainable_before, layer.non_trainable_weights):
+        assert not np.array_equal(before, _to_numpy(w)), (
+            f"{cls.__name__}: non-trainable weight {w.path} did not change in a fit step (training flag lost?)")
+
+
+def assert_keras_round_trip(model: keras.Model, x, tmp_path: pathlib.Path, atol: float = 1e-6) -> keras.Model:
+    """`.keras` save and load give the same class, config, output structure (dict key types too) and outputs.
+
+    Outputs are compared in inference mode at `atol` (and the same relative tolerance). Returns the loaded model.
+    """
+    expected = model(x, training=False)
+    path = pathlib.Path(tmp_path) / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is type(model), f"loaded a {type(loaded).__name__}, saved a {type(model).__name__}"
+    assert _json(loaded.get_config()) == _json(model.get_config()), "the config changed in the round trip"
+    assert len(loaded.weights) == len(model.weights)
+    actual = loaded(x, training=False)
+    assert_same_structure(expected, actual)
+    for e, a in zip(keras.tree.flatten(expected), keras.tree.flatten(actual)):
+        np.testing.assert_allclose(_to_numpy(a), _to_numpy(e), atol=atol, rtol=atol)
+    return loaded
