@@ -37,6 +37,8 @@ def _measure(name: str, size: int):
     start = time.perf_counter()
     if name in registry.DETECTORS:
         model = spinenet_tf.build_detector(name, num_classes=91, input_shape=(size, size))
+    elif name in registry.CLASSIFIERS:
+        model = spinenet_tf.build_classifier(name, num_classes=1000, input_shape=(size, size))
     else:
         model = spinenet_tf.build_backbone(name, input_shape=(size, size, 3))
     stats = model_stats.model_stats(model, (size, size, 3))
@@ -55,6 +57,7 @@ def main(names: list[str]) -> None:
     context = multiprocessing.get_context("spawn")
     backbones = [n for n in names if n in registry.BACKBONES]
     detectors = [n for n in names if n in registry.DETECTORS]
+    classifiers = [n for n in names if n in registry.CLASSIFIERS]
     if backbones:
         print("| backbone | input | params (M) | FLOPs (B multiply-adds) | seconds |")
         print("| --- | --- | ---: | ---: | ---: |")
@@ -75,8 +78,22 @@ def main(names: list[str]) -> None:
             paper = PAPER_DETECTORS.get(name)
             cells = ["—"] * 5 if paper is None else [
                 f"{paper[0]:g}", f"{params / paper[0]:.3f}", f"{paper[1]:g}", f"{flops / paper[1]:.3f}", f"{paper[2]:g}"]
-            print(f"| {name} | {size} | {params:.2f} | {cells[0]} | {cells[1]} | {flops:.1f} | {cells[2]} | "
+            flops_text = f"{flops:.1f}" if flops >= 10 else f"{flops:.3f}"
+            print(f"| {name} | {size} | {params:.3f} | {cells[0]} | {cells[1]} | {flops_text} | {cells[2]} | "
                   f"{cells[3]} | {cells[4]} |", flush=True)
+
+
+    if classifiers:
+        # Paper (REFERENCE §1.5, ImageNet, 1000 classes): params incl. the FC layer; FLOPs at 224 (ours: 256).
+        paper = {"classifier-spinenet-49": 22.1, "classifier-spinenet-96": 36.5, "classifier-spinenet-143": 60.5,
+                 "classifier-spinenet-190": 127.1}
+        print("\n| classifier (1000 classes) | input | params (M) | paper params | FLOPs (B) |")
+        print("| --- | --- | ---: | ---: | ---: |")
+        for name in classifiers:
+            size = registry.CLASSIFIER_IMAGE_SIZE
+            with context.Pool(1) as pool:
+                params, flops, _ = _row(name, size, pool)
+            print(f"| {name} | {size} | {params:.2f} | {paper.get(name, '—')} | {flops:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
