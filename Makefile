@@ -1,0 +1,40 @@
+# Developer entry points. CI runs `make test` through .ci/run; tests/README.md describes the suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Extra pytest arguments: make test PYTEST_ARGS="-x -k blocks"
+PYTEST := $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+
+.PHONY: venv test test-slow test-all demo bench clean
+
+venv: $(VENV)/.stamp
+
+# requirements-dev.txt is a `pip freeze`; --no-deps skips the resolver, which backtracks for a very long time on
+# tensorflow-model-optimization's absl-py~=1.2 pin. Refreshes in place: packages dropped from the lock stay.
+$(VENV)/.stamp: setup.py requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q --no-deps -r requirements-dev.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+test: venv
+	$(PYTEST) -m "not slow" tests
+
+# pytest exits 5 when nothing is selected; no slow tests yet is not a failure.
+test-slow: venv
+	$(PYTEST) -m slow tests || [ $$? -eq 5 ]
+
+test-all: venv
+	$(PYTEST) tests
+
+demo: venv
+	$(PY) -m spinenet_tf.demo
+
+bench: venv
+	@set -e; for script in $(sort $(wildcard bench/*.py)); do echo "== $$script"; $(PY) $$script; done
+
+clean:
+	rm -rf $(VENV)
