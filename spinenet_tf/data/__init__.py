@@ -1,0 +1,5 @@
+"""Data sources and input pipelines (TensorFlow only: tf.data, TFDS).
+
+Modules are imported one by one (`from spinenet_tf.data import builtin_shapes`), so importing `spinenet_tf` never
+imports tensorflow_datasets or pycocotools. `builtin_shapes` holds the generated shapes dataset of `make demo`.
+"""
