@@ -19,6 +19,7 @@ setuptools.setup(
     install_requires=[
         "tensorflow~=2.20.0",
         "tensorflow-datasets",
+        "importlib-resources",  # tensorflow-datasets 4.9.x imports it but declares it only for Python < 3.9
         "absl-py",
         "pycocotools",
         "numpy",

@@ -11,6 +11,7 @@ import contextlib
 import io
 
 import numpy as np
+import tensorflow as tf
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -87,3 +88,12 @@ class COCOEvaluator:
             evaluation.accumulate()
             evaluation.summarize()
         return {name: float(value) for name, value in zip(METRIC_NAMES, evaluation.stats)}
+
+
+def evaluate(model, dataset) -> dict[str, float]:
+    """COCO metrics of a `RetinaNet` on a batched `DetectionInput.eval_fn` dataset of (images, labels)."""
+    evaluator = COCOEvaluator()
+    detect = tf.function(model.detect)
+    for images, labels in dataset:
+        evaluator.update(detect(images), labels)
+    return evaluator.result()
