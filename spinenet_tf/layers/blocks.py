@@ -55,8 +55,49 @@ class _Block(keras.layers.Layer):
                 "norm_epsilon": self.norm_epsilon, "use_sync_bn": self.use_sync_bn}
 
 
+class _ResNetBlock(_Block):
+    """Residual branch (`_branch`, built by subclasses) plus an identity or projected shortcut, then activation."""
+
+    expansion = 1  # output channels = expansion * filters
+
+    def __init__(self, filters: int, strides: int = 1, use_projection: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.strides = strides
+        self.use_projection = use_projection
+        if use_projection:
+            self.shortcut_conv = conv2d(self.expansion * filters, 1, strides, name="shortcut_conv")
+            self.shortcut_bn = self._bn("shortcut_bn")
+        self.branch: list[keras.layers.Layer] = []
+        self.act_out = self._act("act_out")
+
+    def build(self, input_shape):
+        if self.use_projection:
+            self._build_chain(input_shape, [self.shortcut_conv, self.shortcut_bn])
+        self._build_chain(input_shape, self.branch)
+
+    def call(self, inputs, training=None):
+        shortcut = inputs
+        if self.use_projection:
+            shortcut = self.shortcut_bn(self.shortcut_conv(inputs))
+        x = inputs
+        for layer in self.branch:  # Keras passes `training` on to the batch norms through the call context
+            x = layer(x)
+        return self.act_out(self._drop(x, training) + shortcut)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        def out(size):
+            return None if size is None else -(-size // self.strides)  # 'same' padding: ceil(size / stride)
+        return (batch, out(height), out(width), self.expansion * self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "strides": self.strides,
+                "use_projection": self.use_projection}
+
+
 @keras.saving.register_keras_serializable(package="spinenet_tf")
-class ResidualBlock(_Block):
+class ResidualBlock(_ResNetBlock):
     """Basic residual block: 3x3 (strided) -> BN -> act -> 3x3 -> BN, plus shortcut, then act.
 
     Args:
@@ -73,43 +114,17 @@ class ResidualBlock(_Block):
     """
 
     def __init__(self, filters: int, strides: int = 1, use_projection: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.strides = strides
-        self.use_projection = use_projection
-        if use_projection:
-            self.shortcut_conv = conv2d(filters, 1, strides, name="shortcut_conv")
-            self.shortcut_bn = self._bn("shortcut_bn")
+        super().__init__(filters, strides, use_projection, **kwargs)
         self.conv1 = conv2d(filters, 3, strides, name="conv1")
         self.bn1 = self._bn("bn1")
         self.act1 = self._act("act1")
         self.conv2 = conv2d(filters, 3, name="conv2")
         self.bn2 = self._bn("bn2")
-        self.act_out = self._act("act_out")
-
-    def build(self, input_shape):
-        if self.use_projection:
-            self._build_chain(input_shape, [self.shortcut_conv, self.shortcut_bn])
-        self._build_chain(input_shape, [self.conv1, self.bn1, self.act1, self.conv2, self.bn2])
-
-    def call(self, inputs, training=None):
-        shortcut = inputs
-        if self.use_projection:
-            shortcut = self.shortcut_bn(self.shortcut_conv(inputs), training=training)
-        x = self.act1(self.bn1(self.conv1(inputs), training=training))
-        x = self.bn2(self.conv2(x), training=training)
-        return self.act_out(self._drop(x, training) + shortcut)
-
-    def compute_output_shape(self, input_shape):
-        return self.conv1.compute_output_shape(input_shape)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "strides": self.strides,
-                "use_projection": self.use_projection}
+        self.branch = [self.conv1, self.bn1, self.act1, self.conv2, self.bn2]
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
-class BottleneckBlock(_Block):
+class BottleneckBlock(_ResNetBlock):
     """ResNet bottleneck: 1x1 -> 3x3 (strided) -> 1x1 (4x wider), BN after each, plus shortcut, then act.
 
     Args:
@@ -123,14 +138,10 @@ class BottleneckBlock(_Block):
         (1, 8, 8, 64)
     """
 
+    expansion = 4
+
     def __init__(self, filters: int, strides: int = 1, use_projection: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.strides = strides
-        self.use_projection = use_projection
-        if use_projection:
-            self.shortcut_conv = conv2d(4 * filters, 1, strides, name="shortcut_conv")
-            self.shortcut_bn = self._bn("shortcut_bn")
+        super().__init__(filters, strides, use_projection, **kwargs)
         self.conv1 = conv2d(filters, 1, name="conv1")
         self.bn1 = self._bn("bn1")
         self.act1 = self._act("act1")
@@ -139,30 +150,7 @@ class BottleneckBlock(_Block):
         self.act2 = self._act("act2")
         self.conv3 = conv2d(4 * filters, 1, name="conv3")
         self.bn3 = self._bn("bn3")
-        self.act_out = self._act("act_out")
-
-    def build(self, input_shape):
-        if self.use_projection:
-            self._build_chain(input_shape, [self.shortcut_conv, self.shortcut_bn])
-        self._build_chain(input_shape, [self.conv1, self.bn1, self.act1, self.conv2, self.bn2, self.act2,
-                                        self.conv3, self.bn3])
-
-    def call(self, inputs, training=None):
-        shortcut = inputs
-        if self.use_projection:
-            shortcut = self.shortcut_bn(self.shortcut_conv(inputs), training=training)
-        x = self.act1(self.bn1(self.conv1(inputs), training=training))
-        x = self.act2(self.bn2(self.conv2(x), training=training))
-        x = self.bn3(self.conv3(x), training=training)
-        return self.act_out(self._drop(x, training) + shortcut)
-
-    def compute_output_shape(self, input_shape):
-        batch, height, width, _ = self.conv2.compute_output_shape(input_shape)
-        return (batch, height, width, 4 * self.filters)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "strides": self.strides,
-                "use_projection": self.use_projection}
+        self.branch = [self.conv1, self.bn1, self.act1, self.conv2, self.bn2, self.act2, self.conv3, self.bn3]
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
