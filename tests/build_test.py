@@ -24,6 +24,7 @@ import pytest
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 _RULE_KINDS = ("py_library", "py_test", "py_binary")
+_PYTEST_MAIN = "tests/pytest_main.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Rule:
     srcs: tuple[str, ...]
     deps: tuple[str, ...]
     line: int
+    main: str = ""
+    args: tuple[str, ...] = ()
 
 
 def parse_build(text: str) -> tuple[list[Rule], list[str]]:
@@ -49,7 +52,7 @@ def parse_build(text: str) -> tuple[list[Rule], list[str]]:
             continue
         name = args["name"].value
         lists = {}
-        for attr in ("srcs", "deps"):
+        for attr in ("srcs", "deps", "args"):
             try:
                 value = ast.literal_eval(args[attr]) if attr in args else []
             except ValueError:
@@ -58,7 +61,8 @@ def parse_build(text: str) -> tuple[list[Rule], list[str]]:
                 problems.append(f"{where} {name!r}: {attr} must be an explicit list of strings (no glob)")
                 value = []
             lists[attr] = tuple(value)
-        rules.append(Rule(call.func.id, name, lists["srcs"], lists["deps"], node.lineno))
+        main = args["main"].value if isinstance(args.get("main"), ast.Constant) else ""
+        rules.append(Rule(call.func.id, name, lists["srcs"], lists["deps"], node.lineno, main, lists["args"]))
     return rules, problems
 
 
@@ -85,6 +89,11 @@ def check_build(root: pathlib.Path, build_text: str | None = None) -> list[str]:
             problems.append(f"name {name!r} is used by {len(lines)} targets (BUILD lines {lines}): rename all but one")
 
     for rule in rules:
+        tests = [src for src in rule.srcs if src.endswith("_test.py")]
+        if rule.kind == "py_test" and (rule.main != _PYTEST_MAIN or list(rule.args) != [f"$(rootpath {t})" for t in tests]):
+            # Bazel runs a py_test's main as a script; a pytest file run that way executes no test.
+            problems.append(f"py_test {rule.name!r} must run pytest: main = \"{_PYTEST_MAIN}\", with it in srcs, "
+                            f"and args = [\"$(rootpath {tests[0] if tests else 'tests/..._test.py'})\"]")
         for src in rule.srcs:
             if not (root / src).is_file():
                 problems.append(f"{src} is listed in the srcs of {rule.name!r} but does not exist: "
@@ -112,9 +121,10 @@ def check_build(root: pathlib.Path, build_text: str | None = None) -> list[str]:
     for path in sorted(p.relative_to(root).as_posix() for p in root.glob("tests/**/*.py")):
         if path.endswith("_test.py") and path not in tested:
             name = suggested_test_name(path)
-            main = "" if name == pathlib.PurePosixPath(path).stem else f", main = \"{path}\""
             problems.append(f"{path} has no py_test: add py_test(name = \"{name}\", size = \"small\", "
-                            f"srcs = [\"{path}\"]{main}), with the deps it imports and tags for its pytest markers")
+                            f"srcs = [\"{path}\", \"tests/pytest_main.py\"], main = \"tests/pytest_main.py\", "
+                            f"args = [\"$(rootpath {path})\"]), with the deps it imports and tags for its pytest "
+                            f"markers")
         elif not path.endswith(("_test.py", "conftest.py")) and path not in listed:
             name = suggested_test_name(path)
             problems.append(f"{path} is a test helper in no srcs: add py_library(name = \"{name}\", "
@@ -189,15 +199,17 @@ py_library(
 """
     assert check_build(tmp_path, build) == [
         "tests/backbones/spinenet_test.py has no py_test: add py_test(name = \"backbones_spinenet_test\", "
-        "size = \"small\", srcs = [\"tests/backbones/spinenet_test.py\"], "
-        "main = \"tests/backbones/spinenet_test.py\"), with the deps it imports and tags for its pytest markers",
+        "size = \"small\", srcs = [\"tests/backbones/spinenet_test.py\", \"tests/pytest_main.py\"], "
+        "main = \"tests/pytest_main.py\", args = [\"$(rootpath tests/backbones/spinenet_test.py)\"]), with the deps "
+        "it imports and tags for its pytest markers",
         "tests/build_test.py has no py_test: add py_test(name = \"build_test\", size = \"small\", "
-        "srcs = [\"tests/build_test.py\"]), with the deps it imports and tags for its pytest markers",
+        "srcs = [\"tests/build_test.py\", \"tests/pytest_main.py\"], main = \"tests/pytest_main.py\", "
+        "args = [\"$(rootpath tests/build_test.py)\"]), with the deps it imports and tags for its pytest markers",
     ]
 
 
 def test_checker_accepts_a_complete_build(tmp_path):
-    for path in ("spinenet_tf/__init__.py", "tests/build_test.py"):
+    for path in ("spinenet_tf/__init__.py", "tests/build_test.py", "tests/pytest_main.py"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text("")
     build = """
@@ -211,13 +223,19 @@ py_library(
 py_test(
     name = "build_test",
     size = "small",
-    srcs = ["tests/build_test.py"],
+    srcs = [
+        "tests/build_test.py",
+        "tests/pytest_main.py",
+    ],
+    args = ["$(rootpath tests/build_test.py)"],
+    main = "tests/pytest_main.py",
     data = ["BUILD"] + glob(["spinenet_tf/**/*.py"]),
     deps = [":spinenet_tf"],
 )
 """
     assert check_build(tmp_path, build) == []
-
-
-if __name__ == "__main__":  # how a py_test runs it
-    raise SystemExit(pytest.main([__file__]))
+    # The same target run as a plain script would execute no test: reported.
+    script_build = build.replace('main = "tests/pytest_main.py",', 'main = "tests/build_test.py",')
+    assert check_build(tmp_path, script_build) == [
+        'py_test \'build_test\' must run pytest: main = "tests/pytest_main.py", with it in srcs, and '
+        'args = ["$(rootpath tests/build_test.py)"]']
