@@ -114,7 +114,7 @@ def test_cross_scale_resample_ends_with_bn_without_activation():
         layer = CrossScaleResample(level_shift, narrow_filters=8, out_filters=16)
         y = _np(layer(_random((2, 8, 8, 8)), training=False))
         assert y.min() < 0, f"level_shift={level_shift}: output looks activated"
-        assert type(list(testing.walk_layers(layer))[-1]) is keras.layers.BatchNormalization
+        assert isinstance(list(testing.walk_layers(layer))[-1], keras.layers.BatchNormalization)
 
 
 # --- MobileResample ----------------------------------------------------------------------------------------------
