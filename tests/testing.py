@@ -176,3 +176,28 @@ def assert_keras_round_trip(model: keras.Model, x, tmp_path: pathlib.Path, atol:
     for e, a in zip(keras.tree.flatten(expected), keras.tree.flatten(actual)):
         np.testing.assert_allclose(_to_numpy(a), _to_numpy(e), atol=atol, rtol=atol)
     return loaded
+
+
+# --- drawn scenes for learning tests ------------------------------------------------------------------------------
+
+SHAPE_COLOURS = ((220, 40, 40), (40, 200, 60), (50, 80, 230))  # rectangle, ellipse, triangle = classes 0, 1, 2
+_MEAN = 255.0 * np.array([0.485, 0.456, 0.406], np.float32)  # ImageNet statistics, as Model Garden normalises
+_STD = 255.0 * np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def draw_shape(draw, cls: int, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    """Draws a filled shape of class `cls` (PIL ImageDraw) covering pixels [y0, y0 + h) x [x0, x0 + w); returns
+    its box [ymin, xmin, ymax, xmax] in pixels (PIL's corner coordinates are inclusive, boxes are not)."""
+    x1, y1 = x0 + w - 1, y0 + h - 1
+    if cls == 0:
+        draw.rectangle([x0, y0, x1, y1], fill=SHAPE_COLOURS[cls])
+    elif cls == 1:
+        draw.ellipse([x0, y0, x1, y1], fill=SHAPE_COLOURS[cls])
+    else:
+        draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) / 2, y0)], fill=SHAPE_COLOURS[cls])
+    return np.array([y0, x0, y0 + h, x0 + w], np.float32)
+
+
+def normalize(images: np.ndarray) -> np.ndarray:
+    """uint8 RGB -> (x - mean) / std with ImageNet statistics, float32."""
+    return ((images.astype(np.float32) - _MEAN) / _STD).astype(np.float32)

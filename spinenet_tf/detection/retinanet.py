@@ -18,6 +18,7 @@ import tensorflow as tf
 from spinenet_tf.detection import anchors as anchors_lib
 from spinenet_tf.detection import losses, postprocess
 from spinenet_tf.detection.retinanet_head import RetinaNetHead
+from spinenet_tf.training import optimizers
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
@@ -118,6 +119,7 @@ class RetinaNet(keras.Model):
         if loss not in ("auto", None):
             raise ValueError("RetinaNet computes its own loss; do not pass `loss` to compile()")
         super().compile(optimizer=optimizer, **kwargs)
+        optimizers.build_slots(self)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Focal + Huber losses on `y` (the dict of `assign_targets`, batched), plus L2 weight decay."""
