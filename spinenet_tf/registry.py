@@ -76,7 +76,7 @@ DETECTORS = {
 # Classifiers: every backbone with the paper's multi-level head, named "classifier-<backbone>" (derived, not listed).
 CLASSIFIERS = {f"classifier-{name}": name for name in BACKBONES}
 # NOTE: the paper trains classifiers at 224x224 (§5.5), which is not a multiple of 2**7; every level here must
-# divide the input exactly, so our default (and the ImageNet / iNaturalist flagfiles) use 256.
+# divide the input exactly, so our default is 256.
 CLASSIFIER_IMAGE_SIZE = 256
 
 # Keyword overrides `build_detector` passes to RetinaNet (everything else goes to the backbone).
