@@ -43,9 +43,8 @@ def _datasets(parser, image_size: int):
 
 
 def _write_predictions(model, parser, val, class_names, path: str, count: int = 8) -> None:
-    import numpy as np
-
     from spinenet_tf import visualization
+    from spinenet_tf.data import detection_input
 
     pictures = []
     for example in val.take(count):
@@ -53,7 +52,7 @@ def _write_predictions(model, parser, val, class_names, path: str, count: int = 
         inputs, labels = parser.eval_fn(example)
         detections = {k: v.numpy()[0] for k, v in model.detect(inputs[None]).items()}
         info = labels["image_info"].numpy()
-        boxes = (detections["boxes"] + np.tile(info[3], 2)) / np.tile(info[2], 2)
+        boxes = detection_input.to_original_pixels(detections["boxes"], info)
         n = int(detections["num_detections"])
         pictures.append(visualization.draw_detections(image, boxes[:n], detections["classes"][:n],
                                                       detections["scores"][:n], class_names,

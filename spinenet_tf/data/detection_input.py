@@ -90,6 +90,12 @@ def transform_boxes(boxes: tf.Tensor, image_info: tf.Tensor, output_size: Sequen
     return tf.clip_by_value(scaled, 0.0, tf.tile(limit, [2]))
 
 
+def to_original_pixels(boxes, image_info) -> np.ndarray:
+    """Inverse of `transform_boxes` (without its clip): model-input boxes [..., 4] -> original-image pixels."""
+    image_info = np.asarray(image_info)
+    return (np.asarray(boxes) + np.tile(image_info[3], 2)) / np.tile(image_info[2], 2)
+
+
 def _pad(tensor: tf.Tensor, size: int, value) -> tf.Tensor:
     tensor = tensor[:size]
     padding = [[0, size - tf.shape(tensor)[0]]] + [[0, 0]] * (tensor.shape.rank - 1)

@@ -15,6 +15,8 @@ import tensorflow as tf
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from spinenet_tf.data import detection_input
+
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
@@ -61,9 +63,7 @@ class COCOEvaluator:
                 self._categories.add(int(cls))
                 self._next_id += 1
             count = int(detections["num_detections"][b])
-            scale = np.tile(info[2], 2)
-            offset = np.tile(info[3], 2)
-            boxes = (detections["boxes"][b, :count] + offset) / scale
+            boxes = detection_input.to_original_pixels(detections["boxes"][b, :count], info)
             boxes = np.clip(boxes, 0.0, [height, width, height, width])
             for box, score, cls in zip(boxes, detections["scores"][b, :count], detections["classes"][b, :count]):
                 ymin, xmin, ymax, xmax = (float(v) for v in box)
