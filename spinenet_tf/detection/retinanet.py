@@ -135,11 +135,7 @@ class RetinaNet(keras.Model):
 
     def l2_loss(self) -> tf.Tensor:
         """weight_decay / 2 * sum of squared conv and dense kernels (not biases, not batch norm)."""
-        if not self.weight_decay:
-            return tf.constant(0.0)
-        kernels = [w for w in self.trainable_weights if w.path.endswith("kernel")]
-        return 0.5 * self.weight_decay * tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32)))
-                                                   for w in kernels])
+        return optimizers.l2_loss(self.trainable_weights, self.weight_decay)
 
     # === Inference ===
     def detect(self, images, training=False) -> dict[str, tf.Tensor]:

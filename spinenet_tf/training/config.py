@@ -1,0 +1,246 @@
+"""`TrainConfig`: the one frozen record between `python -m spinenet_tf.train`'s flags and the training library.
+
+Tests and users build it directly (no flag parsing); `validate()` checks what can be checked without touching data
+or building a model, and every message names the *flag* it is about (`--image_size=600: ...`), so the CLI turns
+it into one line before any work. Saved as `model_dir/train_config.json`; `export` and `mode=eval` read it back to
+rebuild the model, and a resumed run refuses a config whose model-defining fields differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+
+from spinenet_tf import registry
+
+TASKS = ("detection", "classification")
+MODES = ("train", "eval", "train_and_eval")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("step", "cosine", "constant")
+MIXED_PRECISION = ("none", "bfloat16", "float16")
+CONFIG_FILE = "train_config.json"
+
+# Fields that define the network: a resumed run must agree on them, `export` rebuilds the model from them.
+MODEL_FIELDS = ("task", "model", "image_size", "num_classes", "model_overrides")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """Optimizer and learning-rate schedule.
+
+    `learning_rate` is the peak rate for the global batch (no automatic scaling). `weight_decay` is an L2 term
+    `weight_decay / 2 * sum(kernel**2)` added to the loss for SGD (Model Garden's `l2(wd / 2)` regularizers), and
+    decoupled weight decay (excluding batch norm and biases) for AdamW.
+    """
+
+    optimizer: str = "sgd"
+    learning_rate: float = 0.08
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    gradient_clip_norm: float = 0.0      # 0 = no clipping; else clip the global norm (MG's gradient_clip_norm)
+    schedule: str = "step"
+    warmup_steps: int = 0
+    warmup_learning_rate: float = 0.0    # linear warm-up from this rate to learning_rate
+    decay_boundaries: tuple[float, ...] = (0.95, 0.98)  # step schedule: fractions of train_steps (MG: 475/500, 490/500)
+    decay_factor: float = 0.1            # step schedule: multiply by this at each boundary
+    cosine_alpha: float = 0.0            # cosine schedule: final rate = alpha * learning_rate
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """Data sources (see `spinenet_tf.data.sources`) and augmentation."""
+
+    train_data: str | None = None
+    eval_data: str | None = None
+    tfds_data_dir: str | None = None
+    horizontal_flip: bool = True
+    aug_scale_min: float = 0.5           # SpineNet paper protocol (§5.1): scale jitter 0.5-2.0
+    aug_scale_max: float = 2.0
+    max_instances: int = 100
+    shuffle_buffer: int = 1000
+    cache: bool = False                  # cache decoded examples in memory (small datasets)
+    num_eval_examples: int = 0           # 0 = the whole eval split
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how the run executes."""
+
+    strategy: str = "default"
+    tpu: str = ""                        # --strategy=tpu: the TPU name or address ("" = local)
+    mixed_precision: str = "none"
+    seed: int = 0
+    checkpoint_steps: int = 1000
+    keep_checkpoints: int = 5
+    eval_interval: int = 0               # train_and_eval: evaluate every N steps (0 = only at the end)
+    log_steps: int = 100
+    progress_bar: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs. Built from flags by `spinenet_tf.train`, or directly.
+
+    Attributes:
+        task: "detection" or "classification".
+        model: A registry name (`spinenet_tf.list_models("detector")` / `("classifier")`).
+        image_size: (H, W), each divisible by 2**max_level.
+        num_classes: Head classes; 0 = take the count from the training data.
+        model_overrides: Keyword overrides for `build_detector` / `build_classifier` (e.g. activation,
+            stochastic_depth_rate, label_smoothing).
+        model_dir: Checkpoints, `train_config.json`, `flags.txt`, TensorBoard logs and metrics go here.
+        mode: "train", "eval" (evaluate the latest checkpoint) or "train_and_eval".
+        batch_size: Global batch (all replicas); must divide by the number of replicas.
+        eval_batch_size: Evaluation batch.
+        train_steps: Optimizer steps in all (a resumed run continues to this count).
+    """
+
+    task: str
+    model: str
+    model_dir: str
+    image_size: tuple[int, int] = (640, 640)
+    num_classes: int = 0
+    model_overrides: Mapping = dataclasses.field(default_factory=dict)
+    mode: str = "train_and_eval"
+    batch_size: int = 8
+    eval_batch_size: int = 8
+    train_steps: int = 1000
+    input: InputConfig = dataclasses.field(default_factory=InputConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+
+    def validate(self) -> TrainConfig:
+        """Raises ValueError naming the flag of the first problem; returns self."""
+        _check_choice("--task", self.task, TASKS)
+        _check_choice("--mode", self.mode, MODES)
+        table = registry.DETECTORS if self.task == "detection" else registry.CLASSIFIERS
+        if self.model not in table and not (self.task == "classification" and self.model in registry.BACKBONES):
+            raise ValueError(f"--model={self.model!r}: not a {self.task} model; valid names: {', '.join(table)}")
+        if not self.model_dir:
+            raise ValueError("--model_dir: required")
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise ValueError(f"--image_size={_size_text(self.image_size)}: give H or H,W (positive integers)")
+        divisor = 2 ** int(self.model_overrides.get("max_level", 7))
+        if any(side % divisor for side in self.image_size):
+            raise ValueError(f"--image_size={_size_text(self.image_size)}: each side must be divisible by "
+                             f"{divisor} (2**max_level)")
+        if self.num_classes < 0:
+            raise ValueError(f"--num_classes={self.num_classes}: must be >= 1 (or 0 to take it from the data)")
+        for flag, value in (("--batch_size", self.batch_size), ("--eval_batch_size", self.eval_batch_size),
+                            ("--train_steps", self.train_steps),
+                            ("--checkpoint_steps", self.runtime.checkpoint_steps),
+                            ("--keep_checkpoints", self.runtime.keep_checkpoints),
+                            ("--log_steps", self.runtime.log_steps)):
+            if value < 1:
+                raise ValueError(f"{flag}={value}: must be >= 1")
+        if self.runtime.eval_interval < 0:
+            raise ValueError(f"--eval_interval={self.runtime.eval_interval}: must be >= 0")
+        if self.mode != "eval" and not self.input.train_data:
+            raise ValueError(f"--train_data: required for --mode={self.mode}")
+        if self.mode != "train" and not self.input.eval_data:
+            raise ValueError(f"--eval_data: required for --mode={self.mode}")
+        if not 0 < self.input.aug_scale_min <= self.input.aug_scale_max:
+            raise ValueError(f"--aug_scale_min={self.input.aug_scale_min}, --aug_scale_max="
+                             f"{self.input.aug_scale_max}: need 0 < min <= max")
+        _check_choice("--strategy", self.runtime.strategy, STRATEGIES)
+        _check_choice("--mixed_precision", self.runtime.mixed_precision, MIXED_PRECISION)
+        optimizer = self.optimizer
+        _check_choice("--optimizer", optimizer.optimizer, OPTIMIZERS)
+        _check_choice("--lr_schedule", optimizer.schedule, SCHEDULES)
+        if optimizer.learning_rate <= 0:
+            raise ValueError(f"--learning_rate={optimizer.learning_rate}: must be > 0")
+        if optimizer.warmup_steps < 0 or optimizer.warmup_steps >= self.train_steps:
+            raise ValueError(f"--warmup_steps={optimizer.warmup_steps}: must be in [0, --train_steps)")
+        boundaries = optimizer.decay_boundaries
+        if optimizer.schedule == "step" and (list(boundaries) != sorted(boundaries)
+                                             or any(not 0 < b < 1 for b in boundaries)):
+            raise ValueError(f"--lr_decay_boundaries={','.join(map(str, boundaries))}: increasing fractions of "
+                             f"--train_steps in (0, 1)")
+        return self
+
+    # === Saving ===
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> TrainConfig:
+        data = dict(data)
+        data["image_size"] = tuple(data["image_size"])
+        data["input"] = InputConfig(**data.get("input", {}))
+        optimizer = dict(data.get("optimizer", {}))
+        if "decay_boundaries" in optimizer:
+            optimizer["decay_boundaries"] = tuple(optimizer["decay_boundaries"])
+        data["optimizer"] = OptimizerConfig(**optimizer)
+        data["runtime"] = RuntimeConfig(**data.get("runtime", {}))
+        return cls(**data)
+
+    def save(self, model_dir: str | None = None) -> str:
+        path = os.path.join(model_dir or self.model_dir, CONFIG_FILE)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temporary = path + ".tmp"
+        with open(temporary, "w") as f:
+            f.write(self.to_json())
+        os.replace(temporary, path)  # a kill mid-write never leaves half a config
+        return path
+
+    @classmethod
+    def load(cls, model_dir: str) -> TrainConfig:
+        """The config saved in `model_dir` by a training run; FileNotFoundError names the file if absent."""
+        path = os.path.join(model_dir, CONFIG_FILE)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no training config (is {model_dir} a training --model_dir?)")
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    def model_differences(self, other: TrainConfig) -> list[str]:
+        """The model-defining fields where `other` differs, as "field: saved -> new" strings."""
+        mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
+        return [f"{field}: {_jsonable(mine[field])} -> {_jsonable(theirs[field])}" for field in MODEL_FIELDS
+                if _jsonable(mine[field]) != _jsonable(theirs[field])]
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def _size_text(size) -> str:
+    return ",".join(str(side) for side in size)
+
+
+def _check_choice(flag: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{flag}={value!r}: must be one of {', '.join(choices)}")
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """"640" -> (640, 640); "640,512" -> (640, 512) (H, W)."""
+    try:
+        sides = tuple(int(side) for side in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"--image_size={text}: give H or H,W (integers)") from None
+    if len(sides) == 1:
+        sides *= 2
+    if len(sides) != 2:
+        raise ValueError(f"--image_size={text}: give H or H,W (integers)")
+    return sides
+
+
+def parse_overrides(items) -> dict:
+    """["activation=swish", "stochastic_depth_rate=0.2"] -> {"activation": "swish", "stochastic_depth_rate": 0.2}.
+
+    Values are read as JSON when they parse (numbers, true/false, lists), else kept as strings.
+    """
+    overrides = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--model_overrides={item!r}: expected key=value")
+        value = value.strip()
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value
+    return overrides
