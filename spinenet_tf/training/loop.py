@@ -1,0 +1,284 @@
+"""The training loop: a `TrainConfig` in, checkpoints, TensorBoard logs and metrics in `model_dir` out.
+
+A custom loop over `tf.distribute` (default, mirrored, multi-worker or TPU strategy), like Model Garden's Orbit
+trainers, so that every step is ours to check:
+
+- **Checkpoints** every `checkpoint_steps` (the last `keep_checkpoints` kept) and at the end, with
+  `tf.train.CheckpointManager` over the model and optimizer (step = `optimizer.iterations`). Started again with the
+  same command, a run resumes from its last checkpoint: same step count, same weights and optimizer slots. The data
+  order is not part of a checkpoint; a resumed run reshuffles with a seed derived from its start step, so it does
+  not replay the batches it already saw.
+- **Non-finite loss** stops the run before anything is saved: the last good checkpoint stays the latest.
+- **Multi-worker**: every worker runs the same steps; the chief writes `model_dir`, the others write their own
+  checkpoints under `model_dir/workers/` (saving is collective), and every worker restores from the chief's.
+
+`model_dir` layout: `train_config.json` (what `export` reads), `flags.txt` (a flagfile that reruns the experiment),
+`checkpoints/ckpt-N`, `train/` and `eval/` TensorBoard logs, `eval_metrics.json` (one record per evaluation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from spinenet_tf.training import optimizers, tasks
+from spinenet_tf.training.config import TrainConfig
+
+CHECKPOINT_DIR = "checkpoints"
+EVAL_METRICS_FILE = "eval_metrics.json"
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (non-finite loss, a config that does not match the checkpoint's)."""
+
+
+# === Strategy ===
+def make_strategy(runtime) -> tf.distribute.Strategy:
+    """The `tf.distribute` strategy of `--strategy` (multi_worker reads TF_CONFIG; tpu connects to `--tpu`)."""
+    if runtime.strategy == "default":
+        return tf.distribute.get_strategy()
+    if runtime.strategy == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if runtime.strategy == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError("--strategy=multi_worker: set TF_CONFIG (cluster and task) for every worker")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if runtime.strategy == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=runtime.tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"--strategy={runtime.strategy!r}: unknown")
+
+
+def _worker(strategy) -> tuple[bool, int]:
+    """(is_chief, task_id) of this process."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True, 0
+    task_type, task_id = resolver.task_type, resolver.task_id or 0
+    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0
+                                            and "chief" not in resolver.cluster_spec().as_dict()), task_id
+
+
+# === Model and checkpoints ===
+def build_model(config: TrainConfig) -> keras.Model:
+    """The Keras model a config describes (`num_classes` must be set: saved configs always have it)."""
+    if not config.num_classes:
+        raise ValueError("build_model: config.num_classes is 0; use the config saved in model_dir")
+    task = tasks.make_task(dataclasses.replace(config, input=dataclasses.replace(config.input, train_data=None,
+                                                                                 eval_data=None)))
+    return task.build_model(config.num_classes)
+
+
+def latest_checkpoint(model_dir: str) -> str | None:
+    return tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
+
+
+def restore_model(model: keras.Model, model_dir: str | None = None, checkpoint: str | None = None) -> str:
+    """Loads weights of a training checkpoint into `model` (optimizer state is ignored); returns the path.
+
+    Raises:
+        ValueError: one line naming the checkpoint if there is none, or if it does not fit the model.
+    """
+    path = checkpoint or (latest_checkpoint(model_dir) if model_dir else None)
+    if not path:
+        raise ValueError(f"{model_dir}: no checkpoint in {os.path.join(model_dir or '', CHECKPOINT_DIR)}")
+    if not tf.io.gfile.exists(path + ".index"):
+        raise ValueError(f"{path}: not a checkpoint (no {os.path.basename(path)}.index)")
+    status = tf.train.Checkpoint(model=model).restore(path)
+    try:
+        status.expect_partial().assert_existing_objects_matched()
+    except AssertionError as error:
+        raise ValueError(f"{path}: does not match {model.name}: {str(error).splitlines()[0]}") from None
+    except (ValueError, tf.errors.InvalidArgumentError) as error:
+        raise ValueError(f"{path}: does not match {model.name}: {str(error).splitlines()[0]}") from None
+    return path
+
+
+# === The run ===
+class _Run:
+    def __init__(self, config: TrainConfig, flags_text: str | None):
+        self.config = config
+        self.strategy = make_strategy(config.runtime)
+        replicas = self.strategy.num_replicas_in_sync
+        if config.batch_size % replicas:
+            raise ValueError(f"--batch_size={config.batch_size}: not divisible by the {replicas} replicas of "
+                             f"--strategy={config.runtime.strategy}")
+        self.is_chief, self.task_id = _worker(self.strategy)
+        self.task = tasks.make_task(config)  # parses the data flags: bad paths fail here, before any work
+        saved_path = os.path.join(config.model_dir, "train_config.json")
+        if os.path.exists(saved_path):
+            saved = TrainConfig.load(config.model_dir)
+            if not config.num_classes:
+                config = dataclasses.replace(config, num_classes=saved.num_classes)
+            differences = saved.model_differences(config)
+            if differences:
+                raise TrainingError(f"{saved_path}: this run's model differs from the saved one "
+                                    f"({'; '.join(differences)}); use another --model_dir")
+        elif not config.num_classes:
+            config = dataclasses.replace(config, num_classes=self.task.num_classes())
+        self.config = self.task.config = config
+        if config.runtime.mixed_precision != "none":
+            keras.mixed_precision.set_global_policy(f"mixed_{config.runtime.mixed_precision}")
+        if self.is_chief and config.mode != "eval":
+            config.save()
+            if flags_text is not None:
+                _write_text(os.path.join(config.model_dir, "flags.txt"), flags_text)
+        with self.strategy.scope():
+            self.model = self.task.build_model(config.num_classes)
+            self.optimizer = optimizers.build_optimizer(config.optimizer, config.train_steps,
+                                                        config.runtime.mixed_precision)
+            self.optimizer.build(self.model.trainable_variables)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        chief_dir = os.path.join(config.model_dir, CHECKPOINT_DIR)
+        own_dir = chief_dir if self.is_chief else os.path.join(config.model_dir, "workers", f"worker-{self.task_id}",
+                                                               CHECKPOINT_DIR)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, own_dir, config.runtime.keep_checkpoints)
+        self.chief_dir = chief_dir
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def restore(self) -> str | None:
+        path = tf.train.latest_checkpoint(self.chief_dir)
+        if path:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+            logging.info("restored %s (step %d)", path, self.step)
+        return path
+
+    def save(self) -> None:
+        path = self.manager.save(checkpoint_number=self.step)
+        logging.info("saved %s", path)
+
+    # === Evaluation ===
+    def evaluate(self) -> dict:
+        if not self.is_chief:
+            return {}
+        start = time.time()
+        metrics = self.task.evaluate(self.model, self.task.eval_dataset())
+        metrics = {"step": self.step, **metrics, "eval_seconds": round(time.time() - start, 1)}
+        stats = self.task.eval_stats
+        if stats is not None:
+            metrics["data"] = stats.as_dict()
+        writer = tf.summary.create_file_writer(os.path.join(self.config.model_dir, "eval"))
+        with writer.as_default():
+            for name, value in metrics.items():
+                if isinstance(value, float):
+                    tf.summary.scalar(name, value, step=self.step)
+        writer.close()
+        path = os.path.join(self.config.model_dir, EVAL_METRICS_FILE)
+        records = json.load(open(path)) if os.path.exists(path) else []
+        _write_text(path, json.dumps(records + [metrics], indent=2))
+        return metrics
+
+    # === Training ===
+    def _train_function(self):
+        strategy, task, model, optimizer = self.strategy, self.task, self.model, self.optimizer
+        replicas = strategy.num_replicas_in_sync
+
+        def step_fn(images, labels):
+            with tf.GradientTape() as tape:
+                terms = task.losses(model, images, labels, training=True)
+                # Gradients are summed over replicas (Keras' all-reduce), so each replica's loss is divided.
+                scaled = optimizer.scale_loss(terms["loss"] / replicas)
+            gradients = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            return terms
+
+        @tf.function
+        def train_step(iterator):
+            images, labels = next(iterator)
+            terms = strategy.run(step_fn, args=(images, labels))
+            return {name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+                    for name, value in terms.items()}
+
+        return train_step
+
+    def train(self) -> None:
+        config, runtime = self.config, self.config.runtime
+        start_step = self.step
+        if start_step >= config.train_steps:
+            logging.info("step %d: --train_steps=%d already reached", start_step, config.train_steps)
+            return
+        # A resumed run reshuffles with a seed of its start step, so it does not repeat the batches it saw.
+        self.task.config = dataclasses.replace(config, runtime=dataclasses.replace(
+            runtime, seed=runtime.seed + start_step))
+        dataset = self.strategy.distribute_datasets_from_function(self.task.train_dataset)
+        iterator = iter(dataset)
+        train_step = self._train_function()
+        writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train")) if self.is_chief \
+            else tf.summary.create_noop_writer()
+        progress = keras.utils.Progbar(config.train_steps, stateful_metrics=["loss"]) \
+            if runtime.progress_bar and self.is_chief else None
+        totals, count, window_start = {}, 0, time.time()
+        logging.info("training %s from step %d to %d, global batch %d on %d replica(s)", config.model, start_step,
+                     config.train_steps, config.batch_size, self.strategy.num_replicas_in_sync)
+        for step in range(start_step + 1, config.train_steps + 1):
+            terms = {name: float(value) for name, value in train_step(iterator).items()}
+            if not math.isfinite(terms["loss"]):
+                kept = tf.train.latest_checkpoint(self.chief_dir) or "none"
+                raise TrainingError(f"loss is {terms['loss']} at step {step}: training stopped, nothing saved; "
+                                    f"the last good checkpoint is {kept}")
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + value
+            count += 1
+            if progress is not None:
+                progress.update(step, values=[("loss", terms["loss"])])
+            if step % runtime.log_steps == 0 or step == config.train_steps:
+                seconds = time.time() - window_start
+                means = {name: total / count for name, total in totals.items()}
+                learning_rate = float(self.optimizer.learning_rate)
+                images_per_second = count * config.batch_size / max(seconds, 1e-9)
+                logging.info("step %d/%d: %s, lr %.3g, %.1f images/s", step, config.train_steps,
+                             ", ".join(f"{k} {v:.4f}" for k, v in means.items()), learning_rate, images_per_second)
+                with writer.as_default():
+                    for name, value in means.items():
+                        tf.summary.scalar(name, value, step=step)
+                    tf.summary.scalar("learning_rate", learning_rate, step=step)
+                    tf.summary.scalar("images_per_second", images_per_second, step=step)
+                totals, count, window_start = {}, 0, time.time()
+            if step % runtime.checkpoint_steps == 0 or step == config.train_steps:
+                self.save()
+                stats = self.task.train_stats
+                if stats is not None and stats.summary():
+                    logging.info("training data: %s", stats.summary())
+            if (config.mode == "train_and_eval" and runtime.eval_interval and step % runtime.eval_interval == 0
+                    and step != config.train_steps):
+                self.evaluate()
+        writer.close()
+
+
+def run(config: TrainConfig, flags_text: str | None = None) -> dict:
+    """Trains and/or evaluates as `config.mode` says; returns the last evaluation's metrics ({} if none).
+
+    Raises:
+        ValueError: a bad setting, naming its flag (before any work).
+        TrainingError: a non-finite loss, or a config that does not match the checkpoints in model_dir.
+    """
+    config.validate()
+    keras.utils.set_random_seed(config.runtime.seed)
+    run_ = _Run(config, flags_text)
+    restored = run_.restore()
+    if config.mode == "eval":
+        if not restored:
+            raise ValueError(f"--mode=eval: no checkpoint in {run_.chief_dir}")
+        return run_.evaluate()
+    run_.train()
+    return run_.evaluate() if config.mode == "train_and_eval" else {}
+
+
+def _write_text(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as f:
+        f.write(text)
+    os.replace(temporary, path)
