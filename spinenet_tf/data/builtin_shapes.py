@@ -408,6 +408,54 @@ def _num_examples(split: str, num_examples: int | None) -> int:
     return int(num_examples)
 
 
+def detection_features_fn(split: str, image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, *,
+                          with_masks: bool = False):
+    """The `tf.data` map function of `as_dataset`: an int64 index tensor -> that example's feature dict.
+
+    For readers that pick, shard or shuffle indices first (`Dataset.range(a, b).shard(...).map(fn)`), so skipped
+    examples are never generated (`skip` and `shard` after a map still run it on every element).
+    """
+    split = _canonical_split(split)
+    size = _image_size(image_size)
+    keys = ("id", "area", "bbox", "label", "is_crowd") + (("segmentation",) if with_masks else ())
+    types = (tf.int64, tf.int64, tf.float32, tf.int64, tf.bool) + ((tf.uint8,) if with_masks else ())
+    shapes = ([None], [None], [None, 4], [None], [None]) + (([None, *size, 1],) if with_masks else ())
+
+    def generate(index):
+        features = _detection_features(generate_example(int(index), split, size), with_masks)
+        return (features["image"], features["image/id"], *(features["objects"][key] for key in keys))
+
+    def to_features(index):
+        image, image_id, *objects = tf.numpy_function(generate, [index], (tf.uint8, tf.int64, *types),
+                                                      stateful=False)
+        image.set_shape([*size, 3])
+        image_id.set_shape([])
+        for tensor, shape in zip(objects, shapes):
+            tensor.set_shape(shape)
+        return {"image": image, "image/filename": tf.strings.as_string(image_id, width=12, fill="0") + ".png",
+                "image/id": image_id, "objects": dict(zip(keys, objects))}
+
+    return to_features
+
+
+def classification_features_fn(split: str, image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE):
+    """The map function of `as_classification_dataset`: an int64 index -> `{"image", "label"}`."""
+    split = _canonical_split(split)
+    size = _image_size(image_size)
+
+    def generate(index):
+        example = generate_classification_example(int(index), split, size)
+        return example["image"], np.int64(example["label"])
+
+    def to_features(index):
+        image, label = tf.numpy_function(generate, [index], (tf.uint8, tf.int64), stateful=False)
+        image.set_shape([*size, 3])
+        label.set_shape([])
+        return {"image": image, "label": label}
+
+    return to_features
+
+
 def as_dataset(split: str, num_examples: int | None = None,
                image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, *, with_masks: bool = False) -> tf.data.Dataset:
     """Detection examples 0..num_examples-1 of `split`, generated on the fly, in the TFDS `coco/2017` layout.
@@ -427,27 +475,8 @@ def as_dataset(split: str, num_examples: int | None = None,
         for example in as_dataset("validation", num_examples=2):
             print(example["image/id"], example["objects"]["bbox"])
     """
-    split = _canonical_split(split)
-    size = _image_size(image_size)
-    count = _num_examples(split, num_examples)
-    keys = ("id", "area", "bbox", "label", "is_crowd") + (("segmentation",) if with_masks else ())
-    types = (tf.int64, tf.int64, tf.float32, tf.int64, tf.bool) + ((tf.uint8,) if with_masks else ())
-    shapes = ([None], [None], [None, 4], [None], [None]) + (([None, *size, 1],) if with_masks else ())
-
-    def generate(index):
-        features = _detection_features(generate_example(int(index), split, size), with_masks)
-        return (features["image"], features["image/id"], *(features["objects"][key] for key in keys))
-
-    def to_features(index):
-        image, image_id, *objects = tf.numpy_function(generate, [index], (tf.uint8, tf.int64, *types),
-                                                      stateful=False)
-        image.set_shape([*size, 3])
-        image_id.set_shape([])
-        for tensor, shape in zip(objects, shapes):
-            tensor.set_shape(shape)
-        return {"image": image, "image/filename": tf.strings.as_string(image_id, width=12, fill="0") + ".png",
-                "image/id": image_id, "objects": dict(zip(keys, objects))}
-
+    to_features = detection_features_fn(split, image_size, with_masks=with_masks)
+    count = _num_examples(_canonical_split(split), num_examples)
     return tf.data.Dataset.range(count).map(to_features, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
@@ -457,20 +486,8 @@ def as_classification_dataset(split: str, num_examples: int | None = None,
 
     Same arguments as `as_dataset`; the elements are those of `tfds.load("builtin_shapes/classification")`.
     """
-    split = _canonical_split(split)
-    size = _image_size(image_size)
-
-    def generate(index):
-        example = generate_classification_example(int(index), split, size)
-        return example["image"], np.int64(example["label"])
-
-    def to_features(index):
-        image, label = tf.numpy_function(generate, [index], (tf.uint8, tf.int64), stateful=False)
-        image.set_shape([*size, 3])
-        label.set_shape([])
-        return {"image": image, "label": label}
-
-    return tf.data.Dataset.range(_num_examples(split, num_examples)).map(
+    to_features = classification_features_fn(split, image_size)
+    return tf.data.Dataset.range(_num_examples(_canonical_split(split), num_examples)).map(
         to_features, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
