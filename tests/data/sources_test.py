@@ -435,6 +435,17 @@ def test_bad_tfrecords_are_skipped_or_repaired_counted_and_named(tmp_path, caplo
     assert any(f"record 4 (source_id {ids[4]}) box 3" in m and "label -1" in m for m in messages)
 
 
+def test_a_record_with_a_bad_checksum_ends_its_file_not_the_run(tmp_path):
+    examples = [{"image": np.full((8, 8, 3), k, np.uint8), "label": k} for k in range(6)]
+    first, second = tfrecord.write_tfrecord(examples, tmp_path / "c", "classification", num_shards=2)
+    data = bytearray(open(second, "rb").read())
+    data[len(data) // 2] ^= 0xFF        # inside record 1 of 3 of the second file (labels 1, 3, 5)
+    open(second, "wb").write(bytes(data))
+    loaded = sources.load(sources.parse(f"tfrecord:{tmp_path}/c-*"), "classification", training=False)
+    labels = sorted(int(e["label"]) for e in _examples(loaded.dataset))
+    assert labels == [0, 1, 2, 4]       # the first file whole, the second up to the bad record
+
+
 def test_num_classes_drops_labels_beyond_it(tmp_path):
     example = bs.generate_example(0, "validation", SIZE)
     labels = np.arange(len(example["classes"])) + 4          # 4, 5, 6, ...: with num_classes=6, 6+ are unknown
