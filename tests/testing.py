@@ -16,12 +16,17 @@ What it offers:
         the nesting check used by the round trip, usable on its own.
     walk_layers(layer)
         every layer nested inside `layer` (blocks inside a model, convs and batch norms inside a block).
+    run_train(*flags) / train_command / train_env, TINY_DETECTOR_FLAGS
+        `python -m spinenet_tf.train` in a subprocess, and the flags of a tiny detector run on the built-in data.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -201,3 +206,38 @@ def draw_shape(draw, cls: int, y0: int, x0: int, h: int, w: int) -> np.ndarray:
 def normalize(images: np.ndarray) -> np.ndarray:
     """uint8 RGB -> (x - mean) / std with ImageNet statistics, float32."""
     return ((images.astype(np.float32) - _MEAN) / _STD).astype(np.float32)
+
+
+# === The training CLI in a subprocess ===
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# A RetinaNet SpineNet-Mobile-49XS shrunk for tests (registry model, shrinking overrides: STYLE.md §8.9), 128x128.
+TINY_DETECTOR_FLAGS = (
+    "--task=detection", "--model=retinanet-spinenet-mobile-49xs", "--image_size=128",
+    "--model_overrides=filter_size_scale=0.25,endpoints_num_filters=8,num_filters=8",
+    "--train_data=builtin:shapes:train[:16]", "--eval_data=builtin:shapes:validation[:4]", "--cache",
+    "--batch_size=2", "--eval_batch_size=2", "--shuffle_buffer=16", "--optimizer=sgd", "--learning_rate=0.01",
+    "--lr_schedule=constant", "--log_steps=1",
+)
+
+
+def train_command(*flags: str) -> list[str]:
+    """`python -m spinenet_tf.train` with `flags`, as a subprocess argument list."""
+    return [sys.executable, "-m", "spinenet_tf.train", *flags]
+
+
+def train_env(**extra: str) -> dict:
+    """The environment for a training subprocess: quiet TensorFlow, this checkout first on the path."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO_ROOT))
+    env.pop("TF_CONFIG", None)  # a stray cluster spec would make a test run try to join it
+    env.update(extra)
+    return env
+
+
+def run_train(*flags: str, timeout: float = 600, check: bool = True, **env) -> subprocess.CompletedProcess:
+    """Runs the training CLI to completion; on an unexpected exit code fails with the tail of its output."""
+    result = subprocess.run(train_command(*flags), cwd=REPO_ROOT, env=train_env(**env), capture_output=True,
+                            text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"train exited {result.returncode}:\n{result.stderr[-3000:]}")
+    return result

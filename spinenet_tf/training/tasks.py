@@ -27,17 +27,18 @@ class Task:
 
     def __init__(self, config: TrainConfig):
         self.config = config
-        self.train_source = sources.parse(config.input.train_data, flag="--train_data") \
-            if config.input.train_data else None
-        self.eval_source = sources.parse(config.input.eval_data, flag="--eval_data") \
-            if config.input.eval_data else None
+        data_dir = config.input.tfds_data_dir
+        self.train_source = (sources.parse(config.input.train_data, flag="--train_data", data_dir=data_dir)
+                             if config.input.train_data else None)
+        self.eval_source = (sources.parse(config.input.eval_data, flag="--eval_data", data_dir=data_dir)
+                            if config.input.eval_data else None)
         self.train_stats = None
         self.eval_stats = None
         self.class_names: tuple[str, ...] = ()
 
     def _load(self, source, training: bool, input_context=None):
         return sources.load(source, self.kind, training=training, seed=self.config.runtime.seed,
-                            input_context=input_context, data_dir=self.config.input.tfds_data_dir)
+                            input_context=input_context, num_classes=self.config.num_classes or None)
 
     def num_classes(self) -> int:
         """--num_classes, or the class count of the training (else eval) data."""

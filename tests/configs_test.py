@@ -1,0 +1,78 @@
+"""Every flagfile in configs/ parses with the real `spinenet_tf.train` flags, validates, and builds its model and
+input pipeline on tiny inputs (128x128, the built-in data standing in for COCO / ImageNet / iNaturalist)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+
+import pytest
+from absl import flags
+
+import testing
+from spinenet_tf import registry, train
+from spinenet_tf.data import sources
+from spinenet_tf.training import config as config_lib
+from spinenet_tf.training import tasks
+
+CONFIGS = sorted((testing.REPO_ROOT / "configs").glob("*.flags"))
+
+
+def _parse(path: pathlib.Path) -> config_lib.TrainConfig:
+    argv = ["train", f"--flagfile={path}", "--model_dir=/tmp/unused"]
+    try:
+        flags.FLAGS(argv)
+        return train.config_from_flags()
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
+def test_there_is_a_flagfile_for_every_recipe():
+    names = {path.stem for path in CONFIGS}
+    for detector in registry.DETECTORS:  # RetinaNet recipes on COCO for every registry detector
+        assert any(name.startswith(f"detection_{detector.replace('-', '_')}_coco") for name in names), detector
+    for size in ("49", "96", "143"):
+        for data in ("imagenet", "inat"):
+            assert f"classification_spinenet_{size}_{data}256" in names
+            assert f"classification_spinenet_{size}_{data}256_improved" in names
+    assert any("shapes" in name for name in names), "a demo flagfile on the built-in data"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_flagfile_parses_and_validates(path):
+    config = _parse(path).validate()
+    stem = path.stem
+    assert stem.startswith(config.task), "file names start with the task"
+    model = config.model.removeprefix("classifier-") if config.task == "classification" else config.model
+    assert model.replace("-", "_") in stem
+    assert f"{config.image_size[0]}" in stem, "file names end with the resolution"
+    for spec, flag in ((config.input.train_data, "--train_data"), (config.input.eval_data, "--eval_data")):
+        assert sources.parse(spec, flag=flag).spec == spec
+    if config.task == "classification" and stem.endswith("_improved"):
+        # The paper's improved protocol (§5.5): stochastic depth, swish, label smoothing 0.1.
+        assert config.model_overrides["stochastic_depth_rate"] == 0.2
+        assert config.model_overrides["activation"] == "swish"
+        assert config.model_overrides["label_smoothing"] == 0.1
+
+
+@functools.cache
+def _tiny_task(path: pathlib.Path):
+    config = _parse(path)
+    builtin = "builtin:shapes:train[:2]"
+    config = dataclasses.replace(
+        config, image_size=(128, 128), batch_size=2, num_classes=min(config.num_classes, 6) or 6,
+        input=dataclasses.replace(config.input, train_data=builtin, eval_data="builtin:shapes:validation[:2]",
+                                  shuffle_buffer=2),
+        runtime=dataclasses.replace(config.runtime, strategy="default", mixed_precision="none"))
+    return tasks.make_task(config.validate())
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_flagfile_builds_its_model_and_input_pipeline(path):
+    task = _tiny_task(path)
+    model = task.build_model(task.config.num_classes)
+    images, labels = next(iter(task.train_dataset()))
+    assert tuple(images.shape) == (2, 128, 128, 3)
+    terms = task.losses(model, images, labels, training=False)
+    assert float(terms["loss"]) > 0
