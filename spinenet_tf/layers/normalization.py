@@ -27,24 +27,58 @@ def depthwise_conv2d(kernel_size: int, strides: int = 1, *, name: str) -> keras.
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
 class BatchNormalization(keras.layers.BatchNormalization):
-    """Keras BatchNormalization whose inference path is one fused op (`FusedBatchNormV3`).
+    """Keras BatchNormalization computed by one fused op (`FusedBatchNormV3`) in training and in inference.
 
-    Keras 3 normalises in inference with separate Rsqrt/Sub/Mul/Add ops, which TensorFlow's graph optimiser cannot
+    Inference: Keras 3 normalises with separate Rsqrt/Sub/Mul/Add ops, which TensorFlow's graph optimiser cannot
     fold into the convolution before it; with the fused op, conv + batch norm + activation become one oneDNN kernel,
     as for Model Garden's tf_keras layers (measured in bench/backbone_latency.py: ~10% of SpineNet-49's CPU time).
-    Training, masks and non-NHWC inputs take Keras' own path. Same variables, same results.
+
+    Training: Keras 3 builds moments, normalisation and their gradients from ~20 small ops per layer; the fused op
+    and its fused gradient cut the train graph of RetinaNet SpineNet-Mobile-49XS by ~9k nodes (of 46k) and its step
+    time (docs/training_performance.md). The moving statistics follow Keras 3, not tf_keras: Keras 3 averages the
+    *biased* batch variance, while `FusedBatchNormV3` returns the Bessel-corrected one (n / (n - 1), n = B*H*W),
+    which tf_keras' fused layer (Model Garden's) averages as is. The correction is undone here, so the layer gives
+    the same numbers on both paths and with `synchronized=True` (whose cross-replica moments are biased too).
+
+    Masks, non-NHWC or non-4D inputs, renorm, `center=False` / `scale=False`, and synchronized training take Keras'
+    own path. Same variables, same results.
     """
 
+    def _fusable(self, inputs, mask) -> bool:
+        return (mask is None and len(inputs.shape) == 4 and self.axis in (3, -1) and self.center and self.scale
+                and not self.renorm and keras.backend.backend() == "tensorflow"
+                and inputs.dtype in (tf.float32, tf.float16, tf.bfloat16))
+
     def call(self, inputs, training=None, mask=None):
-        inference = not (training and self.trainable)
-        if (not inference or mask is not None or len(inputs.shape) != 4 or self.axis not in (3, -1)
-                or keras.backend.backend() != "tensorflow"):
+        if not self._fusable(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
-        outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-            inputs, tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32),
-            mean=tf.cast(self.moving_mean, tf.float32), variance=tf.cast(self.moving_variance, tf.float32),
-            epsilon=self.epsilon, is_training=False)
-        return outputs
+        gamma, beta = tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32)
+        if not (training and self.trainable):
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon, is_training=False)
+            return tf.cast(outputs, self.compute_dtype)
+        if self.synchronized:  # cross-replica moments need Keras' all-reduce
+            return super().call(inputs, training=training, mask=mask)
+        # The op averages the moving statistics itself (exponential_avg_factor) but with the Bessel-corrected
+        # variance: dividing the moving variance by c = (n - 1) / n going in and multiplying by c coming out gives
+        # Keras 3's momentum * moving + (1 - momentum) * biased variance.
+        unbessel = _unbessel_factor(inputs)
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, gamma, beta, mean=self.moving_mean, variance=self.moving_variance / unbessel,
+            epsilon=self.epsilon, is_training=True, exponential_avg_factor=1.0 - self.momentum)
+        self.moving_mean.assign(mean)
+        self.moving_variance.assign(variance * unbessel)
+        return tf.cast(outputs, self.compute_dtype)
+
+
+def _unbessel_factor(inputs: tf.Tensor):
+    """(n - 1) / n for the n = B*H*W values per channel, with TensorFlow's kernel's guard n - 1 >= 1."""
+    if inputs.shape[:-1].is_fully_defined():
+        count = inputs.shape[:-1].num_elements()
+        return max(count - 1, 1) / count
+    count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
+    return tf.maximum(count - 1.0, 1.0) / count
 
 
 def batch_norm(*, momentum: float = 0.99, epsilon: float = 1e-3, synchronized: bool = False,
