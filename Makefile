@@ -30,8 +30,10 @@ test-slow: venv
 test-all: venv
 	$(PYTEST) tests
 
+# The demo's recipe is its flagfile; DEMO_ARGS adds flags (make demo DEMO_ARGS="--train_steps=50").
+DEMO_FLAGS ?= configs/detection_retinanet_spinenet_mobile_49xs_shapes256.flags
 demo: venv
-	$(PY) -m spinenet_tf.demo
+	$(PY) -m spinenet_tf.demo --flagfile=$(DEMO_FLAGS) --model_dir=runs/demo $(DEMO_ARGS)
 
 bench: venv
 	@set -e; for script in $(sort $(wildcard bench/*.py)); do echo "== $$script"; $(PY) $$script; done

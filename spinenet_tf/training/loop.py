@@ -78,6 +78,14 @@ def build_model(config: TrainConfig) -> keras.Model:
     return task.build_model(config.num_classes)
 
 
+def trained_model(config: TrainConfig) -> tuple[tasks.Task, keras.Model]:
+    """The task (with its data sources) and model of a run in `config.model_dir`, with its latest weights."""
+    task = tasks.make_task(config)
+    model = task.build_model(config.num_classes)
+    restore_model(model, config.model_dir)
+    return task, model
+
+
 def latest_checkpoint(model_dir: str) -> str | None:
     return tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
 
@@ -104,7 +112,10 @@ def restore_model(model: keras.Model, model_dir: str | None = None, checkpoint: 
 
 
 # === The run ===
-class _Run:
+class Trainer:
+    """One run of a `TrainConfig`: strategy, task, model, optimizer and checkpoints, set up in that order (bad
+    settings fail before the model is built). `run()` drives it; benchmarks and tests use its parts."""
+
     def __init__(self, config: TrainConfig, flags_text: str | None):
         self.config = config
         self.strategy = make_strategy(config.runtime)
@@ -181,7 +192,7 @@ class _Run:
         return metrics
 
     # === Training ===
-    def _train_function(self):
+    def train_function(self):
         strategy, task, model, optimizer = self.strategy, self.task, self.model, self.optimizer
         replicas = strategy.num_replicas_in_sync
 
@@ -214,7 +225,7 @@ class _Run:
             runtime, seed=runtime.seed + start_step))
         dataset = self.strategy.distribute_datasets_from_function(self.task.train_dataset)
         iterator = iter(dataset)
-        train_step = self._train_function()
+        train_step = self.train_function()
         writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train")) if self.is_chief \
             else tf.summary.create_noop_writer()
         progress = keras.utils.Progbar(config.train_steps, stateful_metrics=["loss"]) \
@@ -266,14 +277,14 @@ def run(config: TrainConfig, flags_text: str | None = None) -> dict:
     """
     config.validate()
     keras.utils.set_random_seed(config.runtime.seed)
-    run_ = _Run(config, flags_text)
-    restored = run_.restore()
+    trainer = Trainer(config, flags_text)
+    restored = trainer.restore()
     if config.mode == "eval":
         if not restored:
-            raise ValueError(f"--mode=eval: no checkpoint in {run_.chief_dir}")
-        return run_.evaluate()
-    run_.train()
-    return run_.evaluate() if config.mode == "train_and_eval" else {}
+            raise ValueError(f"--mode=eval: no checkpoint in {trainer.chief_dir}")
+        return trainer.evaluate()
+    trainer.train()
+    return trainer.evaluate() if config.mode == "train_and_eval" else {}
 
 
 def _write_text(path: str, text: str) -> None:

@@ -62,7 +62,7 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(tmp_path):
 
     # What the restarted run restores: every model and optimizer variable of the checkpoint, the step included.
     # Written out again from the restored objects, the checkpoint must come back tensor for tensor.
-    run = loop._Run(config_lib.TrainConfig.load(model_dir), flags_text=None)
+    run = loop.Trainer(config_lib.TrainConfig.load(model_dir), flags_text=None)
     assert run.restore().endswith(f"ckpt-{last}")
     assert run.step == last
     momenta = [v for v in run.optimizer.variables if "momentum" in v.path]
@@ -143,4 +143,4 @@ def test_resume_refuses_a_different_model(tmp_path):
     config.save()
     changed = dataclasses.replace(config, image_size=(256, 256))
     with pytest.raises(loop.TrainingError, match=r"image_size: \[128, 128\] -> \[256, 256\]"):
-        loop._Run(changed, flags_text=None)
+        loop.Trainer(changed, flags_text=None)
