@@ -1,0 +1,1 @@
+"""Export of trained models: serving signatures, SavedModel, TFLite conversion, metadata, calibration data."""
