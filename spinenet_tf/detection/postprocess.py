@@ -74,7 +74,8 @@ def non_max_suppression(boxes: tf.Tensor, scores: tf.Tensor, *, score_threshold:
     """Selects detections from decoded boxes `[B, N, 4]` and probabilities `[B, N, C]` (MG v2 semantics).
 
     Scores must be strictly above `score_threshold`; a box is suppressed by a better one of the same class (any
-    class when `class_agnostic`) when their IoU is >= `iou_threshold`, as MG's padded NMS.
+    class when `class_agnostic`) when their IoU is >= `iou_threshold`, as MG's padded NMS. `boxes` may also be
+    class-specific, `[B, N, C, 4]` (Mask R-CNN's second stage; not with `class_agnostic`).
 
     Returns:
         `boxes` float32 `[B, K, 4]`, `scores` float32 `[B, K]` (descending), `classes` int32 `[B, K]` (index into
@@ -86,9 +87,14 @@ def non_max_suppression(boxes: tf.Tensor, scores: tf.Tensor, *, score_threshold:
     else:
         top_k = tf.minimum(tf.shape(scores)[1], pre_nms_top_k)
     if class_agnostic:
+        if boxes.shape.rank == 4:
+            raise ValueError(f"class_agnostic NMS needs shared boxes [B, N, 4], got class-specific {boxes.shape}")
         return _class_agnostic_nms(boxes, scores, top_k, score_threshold, iou_threshold, max_detections)
     top_scores, indices = tf.math.top_k(tf.transpose(scores, [0, 2, 1]), k=top_k)  # [B, C, k]
-    top_boxes = tf.gather(boxes, indices, batch_dims=1)  # [B, C, k, 4]
+    if boxes.shape.rank == 4:  # class-specific boxes [B, N, C, 4]
+        top_boxes = tf.gather(tf.transpose(boxes, [0, 2, 1, 3]), indices, batch_dims=2)  # [B, C, k, 4]
+    else:
+        top_boxes = tf.gather(boxes, indices, batch_dims=1)  # [B, C, k, 4]
     # MG's NMS suppresses at IoU >= threshold, the combined NMS kernel at IoU > threshold (both in float32):
     # the largest float32 below the threshold makes `>` mean `>=`.
     kernel_iou_threshold = float(np.nextafter(np.float32(iou_threshold), np.float32(-np.inf)))
