@@ -14,12 +14,14 @@ __version__ = "0.1.0"
 from spinenet_tf import registry
 from spinenet_tf.backbones import SpineNet, SpineNetMobile
 from spinenet_tf.classification import Classifier
+from spinenet_tf.detection.maskrcnn import MaskRCNN
 from spinenet_tf.detection.retinanet import RetinaNet
 
 
 def list_models(kind: str = "backbone") -> list[str]:
-    """The registered names of one kind: "backbone", "detector" or "classifier"."""
-    tables = {"backbone": registry.BACKBONES, "detector": registry.DETECTORS, "classifier": registry.CLASSIFIERS}
+    """The registered names of one kind: "backbone", "detector" (RetinaNet and Mask R-CNN) or "classifier"."""
+    tables = {"backbone": registry.BACKBONES, "detector": {**registry.DETECTORS, **registry.MASKRCNN_DETECTORS},
+              "classifier": registry.CLASSIFIERS}
     return list(registry.lookup(tables, kind, "model kind"))
 
 
@@ -44,27 +46,39 @@ def _image_shape(input_shape, default: int) -> tuple:
 
 
 def build_detector(name: str, num_classes: int, input_shape: Sequence[int] | None = None,
-                   **overrides) -> RetinaNet:
-    """Builds a named RetinaNet detector.
+                   **overrides) -> RetinaNet | MaskRCNN:
+    """Builds a named RetinaNet or Mask R-CNN detector.
 
     Args:
-        name: One of `list_models("detector")`, e.g. "retinanet-spinenet-49".
-        num_classes: Class channels of the head (91 for Model Garden's COCO layout).
+        name: One of `list_models("detector")`, e.g. "retinanet-spinenet-49" or "maskrcnn-spinenet-49".
+        num_classes: Class channels of the head (91 for Model Garden's COCO layout; for Mask R-CNN including the
+            background class 0, so at least 2).
         input_shape: (H, W) or (H, W, 3), multiples of 2**max_level; defaults to the paper's resolution.
-        **overrides: RetinaNet arguments (num_convs, num_filters, anchor_size, weight_decay, focal_gamma, ...) and
+        **overrides: RetinaNet arguments (num_convs, num_filters, anchor_size, weight_decay, focal_gamma, ...) or
+            MaskRCNN arguments (rpn_num_filters, box_fc_dims, rpn_num_proposals, max_detections, ...), and
             backbone arguments (see `build_backbone`). `activation` sets the backbone's and, unless
-            `head_activation` is given, the head's; the default for both is "swish" (Google's SpineNet configs).
+            `head_activation` is given, the heads'; the default for both is "swish" (Google's SpineNet configs).
 
     Raises:
-        ValueError: Unknown name (the valid ones are listed), num_classes < 1, bad size or override.
+        ValueError: Unknown name (the valid ones are listed), num_classes too small, bad size or override.
     """
-    spec = registry.lookup(registry.DETECTORS, name, "detector")
-    if num_classes < 1:
-        raise ValueError(f"{name}: num_classes={num_classes}: must be >= 1")
-    own, backbone_overrides = _split_overrides(name, overrides, registry.DETECTOR_OVERRIDES, spec.backbone)
+    spec = registry.lookup({**registry.DETECTORS, **registry.MASKRCNN_DETECTORS}, name, "detector")
+    is_maskrcnn = name in registry.MASKRCNN_DETECTORS
+    min_classes = 2 if is_maskrcnn else 1
+    if num_classes < min_classes:
+        why = " (class 0 is the background)" if is_maskrcnn else ""
+        raise ValueError(f"{name}: num_classes={num_classes}: must be >= {min_classes}{why}")
+    own_names = registry.MASKRCNN_OVERRIDES if is_maskrcnn else registry.DETECTOR_OVERRIDES
+    own, backbone_overrides = _split_overrides(name, overrides, own_names, spec.backbone)
     backbone_overrides.setdefault("activation", "swish")
     own.setdefault("head_activation", backbone_overrides["activation"])
     backbone = build_backbone(spec.backbone, _image_shape(input_shape, spec.image_size), **backbone_overrides)
+    if is_maskrcnn:
+        kwargs = dict(anchor_size=spec.anchor_size, rpn_num_filters=spec.rpn_num_filters,
+                      box_num_convs=spec.box_num_convs, box_num_filters=spec.box_num_filters,
+                      box_fc_dims=spec.box_fc_dims, mask_num_convs=spec.mask_num_convs,
+                      mask_num_filters=spec.mask_num_filters, weight_decay=spec.weight_decay)
+        return MaskRCNN(backbone, num_classes, name=name.replace("-", "_"), **{**kwargs, **own})
     kwargs = dict(num_convs=spec.head_num_convs, num_filters=spec.head_num_filters,
                   use_separable_conv=spec.head_separable, anchor_size=spec.anchor_size,
                   weight_decay=spec.weight_decay)
@@ -118,5 +132,5 @@ def build_backbone(name: str, input_shape: Sequence[int | None] = (None, None, 3
     return cls(input_shape=tuple(input_shape), name=name.replace("-", "_"), **{**spec.kwargs(), **overrides})
 
 
-__all__ = ["Classifier", "RetinaNet", "SpineNet", "SpineNetMobile", "__version__", "build_backbone",
+__all__ = ["Classifier", "MaskRCNN", "RetinaNet", "SpineNet", "SpineNetMobile", "__version__", "build_backbone",
            "build_classifier", "build_detector", "list_models"]

@@ -17,6 +17,11 @@ RetinaNet (`official/vision/modeling/retinanet_model.py`) checkpoints hold the b
 head (`heads/dense_prediction_heads.py::RetinaNetHead`, a plain layer) under `.../_head`, whose attribute paths
 (`_cls_convs/<i>`, `_cls_norms/<level index>/<i>`, `_classifier`, and the box twins) map by `_HEAD_PATHS`.
 
+Mask R-CNN (`official/vision/modeling/maskrcnn_model.py`) checkpoints hold the backbone under `.../backbone` and three
+plain-layer heads found by name: `rpn_head`, `detection_head` (a list, stored as `detection_head` or
+`detection_head/0`, sometimes under `_config_dict`) and `mask_head`; their attributes map by `_MASKRCNN_HEADS`
+(`_norms/<level index>/<i>` -> `norms[level index][i]`, and so on).
+
 Names that differ from Model Garden: `stochastic_depth_rate` is MG's `init_stochastic_depth_rate`; endpoints are
 keyed by int level instead of str.
 """
@@ -34,6 +39,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from spinenet_tf.backbones.spinenet import SpineNet, SpineNetMobile, block_name
+from spinenet_tf.detection.maskrcnn import MaskRCNN
 from spinenet_tf.detection.retinanet import RetinaNet
 
 # Model Garden block attribute -> our sub-layer, per Model Garden block type (nn_blocks.py).
@@ -56,6 +62,19 @@ _HEAD_PATHS = (
      lambda name: getattr_path({"classifier": "class_predictor", "box_regressor": "box_predictor"}[name])),
 )
 _NET = {"cls": "class", "box": "box"}
+# Model Garden Mask R-CNN head -> (our head attribute on MaskRCNN, {MG attribute: our attribute}); indices after an
+# attribute (`_norms/2/0`) index our list the same way.
+_MASKRCNN_HEADS = {
+    "rpn_head": ("rpn_head", {"_convs": "convs", "_norms": "norms", "_classifier": "score_predictor",
+                              "_box_regressor": "box_predictor"}),
+    "detection_head": ("detection_head", {"_convs": "convs", "_conv_norms": "conv_norms", "_fcs": "fcs",
+                                          "_fc_norms": "fc_norms", "_classifier": "class_predictor",
+                                          "_box_regressor": "box_predictor"}),
+    "mask_head": ("mask_head", {"_convs": "convs", "_conv_norms": "conv_norms", "_deconv": "deconv",
+                                "_deconv_bn": "deconv_norm", "_mask_regressor": "mask_predictor"}),
+}
+_MASKRCNN_HEAD_KEY = re.compile(r"^(?:.*/)?(?P<head>rpn_head|detection_head|mask_head)(?:/0)?/"
+                                r"(?P<leaf>_[a-z_]+(?:/\d+)*)/(?P<variable>[^/]+)/\.ATTRIBUTES/VARIABLE_VALUE$")
 _BLOCK_TYPE = {"bottleneck": "bottleneck_block", "residual": "residual_block", "mbconv": "inverted_bottleneck_block"}
 # Model Garden variable name -> ours where ours differs (Keras 3 names a DepthwiseConv2D kernel "kernel", while
 # its SeparableConv2D keeps "depthwise_kernel").
@@ -202,8 +221,40 @@ def _load_head(reader, full_names: dict[str, str], prefix: str, head, path: str)
     return loaded
 
 
-def load_model_garden_checkpoint(path: str, model: SpineNet | RetinaNet, prefix: str | None = None) -> int:
-    """Loads a Model Garden checkpoint into our backbone, or into our RetinaNet (backbone and head).
+def _load_maskrcnn_heads(reader, full_names: dict[str, str], model: MaskRCNN, path: str) -> int:
+    """Loads Model Garden's Mask R-CNN RPN, detection and mask heads into ours (see `_MASKRCNN_HEADS`)."""
+    groups = collections.defaultdict(dict)  # (head, leaf) -> {variable: value}
+    for key in full_names:
+        match = _MASKRCNN_HEAD_KEY.match(key)
+        if match:
+            groups[(match["head"], match["leaf"])][match["variable"]] = reader.get_tensor(key)
+    loaded = 0
+    for head_name, (attribute, mapping) in _MASKRCNN_HEADS.items():
+        head = getattr(model, attribute)
+        leaves = {leaf: values for (name, leaf), values in groups.items() if name == head_name}
+        if not leaves:
+            raise ValueError(f"{path}: no Mask R-CNN {head_name} in the checkpoint")
+        head_loaded = 0
+        for leaf, values in sorted(leaves.items()):
+            mg_attribute, *indices = leaf.split("/")
+            if mg_attribute not in mapping:
+                raise ValueError(f"{path}: unexpected Model Garden {head_name} layer {leaf!r}")
+            try:
+                layer = getattr_path(mapping[mg_attribute], *(int(i) for i in indices))(head)
+            except IndexError:
+                raise ValueError(f"{path}: {head_name} layer {leaf!r} has no counterpart in ours: the checkpoint is "
+                                 f"for other head settings (convs, levels)") from None
+            head_loaded += _assign(layer, values, f"{path}: {head_name} {leaf}")
+        if head_loaded != len(head.weights):
+            raise ValueError(f"{path}: the checkpoint's {head_name} holds {head_loaded} variables, ours "
+                             f"{len(head.weights)}: it is for other head settings")
+        loaded += head_loaded
+    return loaded
+
+
+def load_model_garden_checkpoint(path: str, model: SpineNet | RetinaNet | MaskRCNN, prefix: str | None = None) -> int:
+    """Loads a Model Garden checkpoint into our backbone, our RetinaNet (backbone and head) or our Mask R-CNN
+    (backbone, RPN, detection and mask heads).
 
     Args:
         path: A checkpoint prefix (e.g. `.../ckpt-231000`) or a directory holding one.
@@ -219,7 +270,7 @@ def load_model_garden_checkpoint(path: str, model: SpineNet | RetinaNet, prefix:
         ValueError: If the file is missing or not a checkpoint, or its layers do not fit `backbone` (one line
             naming the first mismatch).
     """
-    backbone = model.backbone if isinstance(model, RetinaNet) else model
+    backbone = model.backbone if isinstance(model, (RetinaNet, MaskRCNN)) else model
     if os.path.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest is None:
@@ -265,23 +316,26 @@ def load_model_garden_checkpoint(path: str, model: SpineNet | RetinaNet, prefix:
             raise ValueError(f"{path}: no RetinaNet head beside the backbone {prefix!r}: a backbone-only checkpoint "
                              f"cannot fill a detector's head (load it into `model.backbone` instead)")
         loaded += _load_head(reader, full_names, heads[0].lstrip("/"), model.head, path)
+    if isinstance(model, MaskRCNN):
+        loaded += _load_maskrcnn_heads(reader, full_names, model, path)
     return loaded
 
 
-def from_model_garden(mg_model, model: SpineNet | RetinaNet) -> int:
+def from_model_garden(mg_model, model: SpineNet | RetinaNet | MaskRCNN) -> int:
     """Copies every weight (batch-norm statistics included) of a live Model Garden model into ours.
 
     Args:
         mg_model: A built `official.vision.modeling.backbones.SpineNet` / `SpineNetMobile`, or a built
-            `official.vision.modeling.retinanet_model.RetinaNetModel` on one (tf_keras).
-        model: Ours, built with the same settings: a backbone for a backbone, a `RetinaNet` for a RetinaNet.
+            `official.vision.modeling.retinanet_model.RetinaNetModel` / `maskrcnn_model.MaskRCNNModel` on one
+            (tf_keras), its heads built (called once).
+        model: Ours, built with the same settings: a backbone for a backbone, a `RetinaNet` / `MaskRCNN` for those.
 
     Returns:
         The number of variables copied.
     """
-    if not isinstance(model, (SpineNet, SpineNetMobile, RetinaNet)):
-        raise TypeError(f"model must be a spinenet_tf SpineNet or RetinaNet, got {type(model).__name__}")
+    if not isinstance(model, (SpineNet, SpineNetMobile, RetinaNet, MaskRCNN)):
+        raise TypeError(f"model must be a spinenet_tf SpineNet, RetinaNet or MaskRCNN, got {type(model).__name__}")
     with tempfile.TemporaryDirectory() as tmp:
         path = tf.train.Checkpoint(model=mg_model).write(os.path.join(tmp, "mg"))
-        prefix = "model" if not isinstance(model, RetinaNet) else None
+        prefix = "model" if not isinstance(model, (RetinaNet, MaskRCNN)) else None
         return load_model_garden_checkpoint(path, model, prefix=prefix)

@@ -73,6 +73,44 @@ DETECTORS = {
                                                    weight_decay=3e-5),
 }
 
+
+@dataclasses.dataclass(frozen=True)
+class MaskRCNNSpec:
+    """A Mask R-CNN row: backbone, head widths and anchors (the authors' `spinenet*_mrcnn.yaml` in tensorflow/tpu,
+    MG's `coco_spinenet143_mrcnn_tpu.yaml`). The RPN has one 3x3 conv in both codebases (the TPU `RpnHead` ignores
+    `num_convs`), so 190's `rpn_head: num_convs: 7` builds one conv of 384."""
+
+    backbone: str
+    rpn_num_filters: int
+    box_num_convs: int
+    box_num_filters: int
+    box_fc_dims: int
+    mask_num_convs: int
+    mask_num_filters: int
+    image_size: int              # the paper's Mask R-CNN resolution (REFERENCE §1.4): 1536 for 190, not 1280
+    anchor_size: float = 3.0
+    weight_decay: float = 4e-5
+
+
+#                                       backbone         rpn  box convs  filters  fc    mask convs  filters  image
+MASKRCNN_DETECTORS = {
+    "maskrcnn-spinenet-49s":  MaskRCNNSpec("spinenet-49s",  128, 4,         128,     512,  4,          128,     640),
+    "maskrcnn-spinenet-49":   MaskRCNNSpec("spinenet-49",   256, 4,         256,     1024, 4,          256,     640),
+    "maskrcnn-spinenet-96":   MaskRCNNSpec("spinenet-96",   256, 4,         256,     1024, 4,          256,     1024),
+    "maskrcnn-spinenet-143":  MaskRCNNSpec("spinenet-143",  256, 4,         256,     1024, 4,          256,     1280,
+                                           anchor_size=4.0),
+    "maskrcnn-spinenet-190":  MaskRCNNSpec("spinenet-190",  384, 7,         384,     1024, 7,          384,     1536,
+                                           anchor_size=5.0),
+}
+
+# Keyword overrides `build_detector` passes to MaskRCNN (everything else goes to the backbone).
+MASKRCNN_OVERRIDES = ("num_scales", "aspect_ratios", "anchor_size", "rpn_num_convs", "rpn_num_filters",
+                      "box_num_convs", "box_num_filters", "box_num_fcs", "box_fc_dims", "mask_num_convs",
+                      "mask_num_filters", "head_activation", "roi_crop_size", "mask_crop_size", "rpn_pre_nms_top_k",
+                      "rpn_nms_iou_threshold", "rpn_num_proposals", "test_rpn_pre_nms_top_k",
+                      "test_rpn_nms_iou_threshold", "score_threshold", "pre_nms_top_k", "iou_threshold",
+                      "max_detections", "weight_decay")
+
 # Classifiers: every backbone with the paper's multi-level head, named "classifier-<backbone>" (derived, not listed).
 CLASSIFIERS = {f"classifier-{name}": name for name in BACKBONES}
 # NOTE: the paper trains classifiers at 224x224 (§5.5), which is not a multiple of 2**7; every level here must
