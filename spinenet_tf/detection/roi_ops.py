@@ -84,9 +84,10 @@ def generate_proposals(raw_scores: Mapping[int, tf.Tensor], raw_boxes: Mapping[i
     return tf.gather(rois, indices, batch_dims=1), roi_scores
 
 
-def _grid(start: tf.Tensor, size: tf.Tensor, bound: tf.Tensor, output_size: int, sample_offset: float):
-    """Sample positions of one axis, `[B, K, S]`, as the two neighbours `[B, K, 2S]` (lo, hi interleaved) and their
-    bilinear weights `[B, K, 2S]`. Neighbours are clamped to [0, bound]; the weights are not (MG's extrapolation)."""
+def bilinear_grid(start: tf.Tensor, size: tf.Tensor, bound: tf.Tensor, output_size: int, sample_offset: float):
+    """Bilinear sampling along one axis of `[..., K]` boxes: S samples at `start + (i + sample_offset) * size / S`,
+    returned as their two neighbours `[..., K, 2S]` (int32, low and high interleaved) and the neighbours' weights
+    `[..., K, 2S]`. Neighbours are clamped to [0, bound]; the weights are not (MG's `_compute_grid_positions`)."""
     steps = (tf.range(output_size, dtype=start.dtype) + sample_offset) / output_size
     position = start[..., None] + steps * size[..., None]
     low = tf.minimum(tf.maximum(tf.floor(position), 0.0), bound[..., None])
@@ -137,9 +138,9 @@ def multilevel_roi_align(features: Mapping[int, tf.Tensor], boxes: tf.Tensor, ou
     index = box_levels - min_level
     bound_y = tf.gather(tf.constant(heights, tf.float32), index) - 1.0
     bound_x = tf.gather(tf.constant(widths, tf.float32), index) - 1.0
-    y, y_weights = _grid(boxes[..., 0] / scale, (boxes[..., 2] - boxes[..., 0]) / scale, bound_y, output_size,
+    y, y_weights = bilinear_grid(boxes[..., 0] / scale, (boxes[..., 2] - boxes[..., 0]) / scale, bound_y, output_size,
                          sample_offset)
-    x, x_weights = _grid(boxes[..., 1] / scale, (boxes[..., 3] - boxes[..., 1]) / scale, bound_x, output_size,
+    x, x_weights = bilinear_grid(boxes[..., 1] / scale, (boxes[..., 3] - boxes[..., 1]) / scale, bound_x, output_size,
                          sample_offset)
     level_offset = tf.gather(tf.constant(offsets, tf.int32), index)
     row_start = level_offset[..., None] + y * tf.gather(tf.constant(widths, tf.int32), index)[..., None]
@@ -147,12 +148,18 @@ def multilevel_roi_align(features: Mapping[int, tf.Tensor], boxes: tf.Tensor, ou
     num_boxes = tf.shape(boxes)[1]
     samples = tf.gather(flat, tf.reshape(gather_index, [batch, -1]), batch_dims=1)
     side = 2 * output_size
-    samples = tf.reshape(samples, [batch, num_boxes, side, side, channels])
+    return bilinear_combine(tf.reshape(samples, [batch, num_boxes, side, side, channels]), y_weights, x_weights)
+
+
+def bilinear_combine(neighbours: tf.Tensor, y_weights: tf.Tensor, x_weights: tf.Tensor) -> tf.Tensor:
+    """`[B, K, 2S, 2S, C]` neighbour values at the `bilinear_grid` positions -> `[B, K, S, S, C]` samples."""
+    batch, num_boxes = tf.shape(neighbours)[0], tf.shape(neighbours)[1]
+    output_size, channels = neighbours.shape[2] // 2, neighbours.shape[-1]
     weights = y_weights[..., :, None] * x_weights[..., None, :]
-    samples *= tf.cast(weights[..., None], samples.dtype)
-    # Each output bin sums its 2 x 2 weighted neighbours.
-    samples = tf.reshape(samples, [batch, num_boxes, output_size, 2, output_size, 2, channels])
-    return tf.reduce_sum(samples, axis=[3, 5])
+    neighbours *= tf.cast(weights[..., None], neighbours.dtype)
+    # Each output sample sums its 2 x 2 weighted neighbours.
+    neighbours = tf.reshape(neighbours, [batch, num_boxes, output_size, 2, output_size, 2, channels])
+    return tf.reduce_sum(neighbours, axis=[3, 5])
 
 
 def generate_detections(class_outputs: tf.Tensor, box_outputs: tf.Tensor, rois: tf.Tensor, image_shape, *,

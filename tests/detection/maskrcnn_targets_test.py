@@ -1,0 +1,77 @@
+"""Tests of `spinenet_tf.detection.maskrcnn_targets`: mask targets, hand-checked and against Model Garden's
+`MaskSampler` (tf-models-official 2.20.0) on the same inputs."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from spinenet_tf.detection import maskrcnn_targets
+
+
+def test_target_box_equal_to_the_mask_box_reproduces_the_mask():
+    # Model Garden's convention: mask pixel k sits at coordinate k, sample i of S at (i + sample_offset) * M / S. At
+    # offset 0 a 4x4 mask resampled at 4x4 inside its own box lands on its pixels; at 0.5 (the mask sampler's) each
+    # sample averages a 2x2 neighbourhood.
+    mask = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4) / 15
+    box = tf.constant([[[10.0, 20.0, 50.0, 60.0]]])
+    out = maskrcnn_targets.crop_masks_in_boxes(mask, box, box, output_size=4, sample_offset=0.0).numpy()
+    np.testing.assert_allclose(out, mask, atol=1e-5)
+    out = maskrcnn_targets.crop_masks_in_boxes(mask, box, box, output_size=4).numpy()
+    np.testing.assert_allclose(out[0, 0, 1, 1], (5 + 6 + 9 + 10) / 4 / 15, atol=1e-5)
+
+
+def test_target_box_twice_the_mask_box_sees_zeros_around_it():
+    mask = np.ones((1, 1, 8, 8), np.float32)
+    box = tf.constant([[[0.0, 0.0, 8.0, 8.0]]])
+    bigger = tf.constant([[[-4.0, -4.0, 12.0, 12.0]]])  # the mask fills the middle half
+    out = maskrcnn_targets.crop_masks_in_boxes(mask, box, bigger, output_size=8, sample_offset=0.0).numpy()[0, 0]
+    np.testing.assert_allclose(out[2:6, 2:6], 1.0, atol=1e-5)
+    np.testing.assert_allclose(out[0], 0.0, atol=1e-5)
+    np.testing.assert_allclose(out[:, 0], 0.0, atol=1e-5)
+
+
+def test_foreground_rois_come_first_in_roi_order():
+    rois = tf.constant([[[0, 0, 8, 8], [1, 1, 9, 9], [2, 2, 10, 10], [3, 3, 11, 11]]], tf.float32)
+    classes = tf.constant([[0, 3, 0, 1]])
+    indices = tf.constant([[-1, 1, -1, 0]])
+    masks = tf.stack([tf.fill([1, 4, 4], 0.25), tf.fill([1, 4, 4], 0.75)], axis=1)
+    picked, picked_classes, targets = maskrcnn_targets.sample_mask_targets(rois, rois, classes, indices, masks,
+                                                                           num_sampled_masks=3, mask_target_size=4)
+    np.testing.assert_array_equal(picked.numpy()[0, :2], rois.numpy()[0, [1, 3]])
+    assert picked_classes.numpy().tolist() == [[3, 1, 0]]
+    # RoI == its matched box: the targets are the constant masks of instances 1 and 0 (the last row and column blend
+    # with the zero padding: Model Garden's half-pixel offset, see the first test).
+    np.testing.assert_allclose(targets.numpy()[0, 0, :3, :3], 0.75, atol=1e-5)
+    np.testing.assert_allclose(targets.numpy()[0, 1, :3, :3], 0.25, atol=1e-5)
+    np.testing.assert_allclose(targets.numpy()[0, 1, 3, :3], 0.125, atol=1e-5)
+
+
+def test_non_square_masks_are_refused():
+    with pytest.raises(ValueError, match="masks must be square"):
+        maskrcnn_targets.crop_masks_in_boxes(tf.zeros([1, 1, 4, 8]), tf.zeros([1, 1, 4]), tf.zeros([1, 1, 4]), 28)
+
+
+@pytest.mark.oracle
+def test_mask_targets_match_model_garden():
+    mask_sampler = pytest.importorskip("official.vision.modeling.layers.mask_sampler")
+    rng = np.random.default_rng(0)
+    batch, num_rois, num_gt, size = 2, 40, 5, 32
+    gt_corner = rng.uniform(0, 200, (batch, num_gt, 2))
+    gt_boxes = np.concatenate([gt_corner, gt_corner + rng.uniform(10, 80, (batch, num_gt, 2))], -1)
+    gt_masks = (rng.uniform(size=(batch, num_gt, size, size)) > 0.5).astype(np.float32)
+    gt_indices = rng.integers(-1, num_gt, (batch, num_rois))
+    matched_boxes = np.take_along_axis(gt_boxes, np.maximum(gt_indices, 0)[..., None], axis=1)
+    classes = np.where(gt_indices >= 0, rng.integers(1, 10, (batch, num_rois)), 0)
+    # RoIs around their matched boxes: shifted, grown and shrunk, some past the box.
+    jitter = rng.uniform(-15, 15, (batch, num_rois, 4))
+    rois = matched_boxes + jitter
+    rois = np.concatenate([np.minimum(rois[..., :2], rois[..., 2:]), np.maximum(rois[..., :2], rois[..., 2:])], -1)
+    args = [tf.constant(a.astype(np.float32)) for a in (rois, matched_boxes)] + [
+        tf.constant(classes.astype(np.int32)), tf.constant(gt_indices.astype(np.int32)), tf.constant(gt_masks)]
+    expected = mask_sampler._sample_and_crop_foreground_masks(*args, num_sampled_masks=16, mask_target_size=28)
+    actual = maskrcnn_targets.sample_mask_targets(*args, num_sampled_masks=16, mask_target_size=28)
+    np.testing.assert_allclose(actual[0].numpy(), expected[0].numpy())
+    np.testing.assert_array_equal(actual[1].numpy(), expected[1].numpy())
+    assert actual[2].shape == (batch, 16, 28, 28)
+    np.testing.assert_allclose(actual[2].numpy(), expected[2].numpy(), atol=1e-5)
+    assert 0.2 < float(tf.reduce_mean(actual[2])) < 0.8  # not comparing empty crops
