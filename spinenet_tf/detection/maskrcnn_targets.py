@@ -1,7 +1,8 @@
-"""Mask R-CNN training targets (He et al., arXiv:1703.06870 §3): mask targets cropped from the instance masks.
-TensorFlow ops only.
+"""Mask R-CNN training targets (He et al., arXiv:1703.06870 §3): RoI sampling for the box head and mask targets
+cropped from the instance masks. TensorFlow ops only.
 
-Mirrors Model Garden (tf-models-official 2.20.0): `official/vision/modeling/layers/mask_sampler.py`
+Mirrors Model Garden (tf-models-official 2.20.0): `official/vision/modeling/layers/roi_sampler.py` (`ROISampler`;
+the random sub-sample is drawn differently, with the same quotas), `mask_sampler.py`
 (`_sample_and_crop_foreground_masks`) and `official/vision/ops/spatial_transform_ops.py::crop_mask_in_target_box`.
 The data pipeline stores each instance mask cropped to its ground-truth box and resized to a square `M x M`
 (MG's parser: `mask_crop_size` 112); a mask target is that mask resampled inside the sampled RoI, so a RoI larger
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from spinenet_tf.detection import roi_ops
+from spinenet_tf.detection import matcher, roi_ops
 
 _EPSILON = 1e-8
 _PAD = 2  # zeros around each mask, so samples just outside the box read 0 (MG pads 2)
@@ -84,3 +85,82 @@ def sample_mask_targets(rois: tf.Tensor, matched_gt_boxes: tf.Tensor, matched_gt
     gt_indices = tf.maximum(tf.gather(matched_gt_indices, picked, batch_dims=1), 0)
     masks = tf.gather(gt_masks, gt_indices, batch_dims=1)
     return rois, classes, crop_masks_in_boxes(masks, boxes, rois, mask_target_size)
+
+
+def match_rois(rois: tf.Tensor, gt_boxes: tf.Tensor, gt_classes: tf.Tensor, *, foreground_iou_threshold: float = 0.5,
+               background_iou_high_threshold: float = 0.5, background_iou_low_threshold: float = 0.0,
+               mix_gt_boxes: bool = True) -> dict[str, tf.Tensor]:
+    """Matches proposals to ground truth for the box head (MG's `ROISampler` before sub-sampling).
+
+    Each RoI takes its best-IoU ground-truth box: foreground at IoU >= foreground_iou_threshold, background in
+    [background_iou_low_threshold, background_iou_high_threshold), ignored in between (and below the low bound).
+    No forced matches: with `mix_gt_boxes` the ground-truth boxes join the RoIs and match themselves.
+
+    Args:
+        rois: `[B, N, 4]` proposals in input pixels.
+        gt_boxes: `[B, G, 4]`, padded with -1 (or any negative box).
+        gt_classes: `[B, G]` int, padded with -1; 0 is the background and must not be a ground-truth class.
+        foreground_iou_threshold, background_iou_high_threshold, background_iou_low_threshold: MG's 0.5, 0.5, 0.0.
+        mix_gt_boxes: Append the ground-truth boxes to the RoIs (MG: True in training).
+
+    Returns:
+        `rois` `[B, N', 4]` (N' = N + G with `mix_gt_boxes`), `matched_gt_boxes` `[B, N', 4]` (zeros for
+        background), `matched_gt_classes` int32 `[B, N']` (0 for background), `matched_gt_indices` int32 `[B, N']`
+        (-1 for background), `foreground` / `background` bool `[B, N']` (neither: ignored).
+    """
+    rois = tf.cast(rois, tf.float32)
+    gt_boxes = tf.cast(gt_boxes, tf.float32)
+    if mix_gt_boxes:
+        rois = tf.concat([rois, gt_boxes], axis=1)
+    valid = tf.logical_and(tf.reduce_max(gt_boxes, axis=-1) >= 0.0, gt_classes >= 0)
+    iou = matcher.iou_matrix(rois, gt_boxes)
+    best_iou = tf.reduce_max(tf.where(valid[:, None, :], iou, -1.0), axis=-1)
+    indices, labels = matcher.match(iou, positive_threshold=foreground_iou_threshold,
+                                    negative_threshold=background_iou_high_threshold,
+                                    allow_low_quality_matches=False, valid=valid)
+    # Padded RoIs (negative coordinates, e.g. the mixed-in padding of gt_boxes) are background, never sampled.
+    roi_valid = tf.reduce_max(rois, axis=-1) >= 0.0
+    foreground = tf.logical_and(labels == matcher.POSITIVE, roi_valid)
+    background = tf.logical_and(tf.logical_and(labels == matcher.NEGATIVE, best_iou >= background_iou_low_threshold),
+                                roi_valid)
+    boxes = tf.where(foreground[..., None], tf.gather(gt_boxes, indices, batch_dims=1), 0.0)
+    classes = tf.where(foreground, tf.gather(tf.cast(gt_classes, tf.int32), indices, batch_dims=1), 0)
+    return {"rois": rois, "matched_gt_boxes": boxes, "matched_gt_classes": classes,
+            "matched_gt_indices": tf.where(foreground, indices, -1), "foreground": foreground,
+            "background": background}
+
+
+def sample_rois(rois: tf.Tensor, gt_boxes: tf.Tensor, gt_classes: tf.Tensor, *, num_sampled_rois: int = 512,
+                foreground_fraction: float = 0.25, seed: tf.Tensor | None = None, **match_settings
+                ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """`match_rois`, then a random sample of `num_sampled_rois` per image: at most
+    `int(num_sampled_rois * foreground_fraction)` foreground RoIs, background RoIs for the rest (MG's `ROISampler`
+    with its `BoxSampler`); when an image has too few, ignored RoIs fill the sample as background-labelled rows.
+
+    Args:
+        rois, gt_boxes, gt_classes, **match_settings: As in `match_rois`.
+        num_sampled_rois, foreground_fraction: MG's 512 and 0.25.
+        seed: A `[2]` int seed for `tf.random.stateless_uniform`, so a data-parallel step is reproducible; None
+            draws from the global generator.
+
+    Returns:
+        (rois `[B, K, 4]`, matched_gt_boxes `[B, K, 4]`, matched_gt_classes `[B, K]`, matched_gt_indices `[B, K]`),
+        K = num_sampled_rois, foreground rows first.
+    """
+    matched = match_rois(rois, gt_boxes, gt_classes, **match_settings)
+    foreground, background = matched["foreground"], matched["background"]
+    shape = tf.shape(foreground)
+    noise = (tf.random.uniform(shape) if seed is None else tf.random.stateless_uniform(shape, seed))
+    # Rank the foreground RoIs by their noise; the first max_foreground of them are kept.
+    max_foreground = int(num_sampled_rois * foreground_fraction)
+    foreground_noise = tf.where(foreground, noise, -1.0)
+    rank = tf.argsort(tf.argsort(foreground_noise, axis=-1, direction="DESCENDING"), axis=-1)
+    kept_foreground = tf.logical_and(foreground, rank < max_foreground)
+    priority = noise + tf.where(kept_foreground, 2.0, tf.where(background, 1.0, 0.0))
+    _, picked = tf.math.top_k(priority, k=num_sampled_rois)
+    # Excess foreground RoIs that only fill the sample count as background, as in MG.
+    labels_kept = tf.gather(kept_foreground, picked, batch_dims=1)
+    boxes = tf.where(labels_kept[..., None], tf.gather(matched["matched_gt_boxes"], picked, batch_dims=1), 0.0)
+    classes = tf.where(labels_kept, tf.gather(matched["matched_gt_classes"], picked, batch_dims=1), 0)
+    indices = tf.where(labels_kept, tf.gather(matched["matched_gt_indices"], picked, batch_dims=1), -1)
+    return tf.gather(matched["rois"], picked, batch_dims=1), boxes, classes, indices

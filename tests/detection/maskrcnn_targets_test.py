@@ -75,3 +75,62 @@ def test_mask_targets_match_model_garden():
     assert actual[2].shape == (batch, 16, 28, 28)
     np.testing.assert_allclose(actual[2].numpy(), expected[2].numpy(), atol=1e-5)
     assert 0.2 < float(tf.reduce_mean(actual[2])) < 0.8  # not comparing empty crops
+
+
+# --- RoI sampling -----------------------------------------------------------------------------------------------
+
+def _scene(seed, batch=2, num_rois=300, num_gt=6, padded=2):
+    rng = np.random.default_rng(seed)
+    corner = rng.uniform(0, 200, (batch, num_gt, 2))
+    gt_boxes = np.concatenate([corner, corner + rng.uniform(20, 90, (batch, num_gt, 2))], -1)
+    gt_classes = rng.integers(1, 10, (batch, num_gt))
+    gt_boxes[:, num_gt - padded:], gt_classes[:, num_gt - padded:] = -1, -1  # MG's padding
+    # Proposals: jittered copies of the boxes (many foreground) and random boxes (mostly background).
+    near = np.repeat(gt_boxes[:, : num_gt - padded], num_rois // (2 * (num_gt - padded)) + 1, axis=1)
+    near = near[:, : num_rois // 2] + rng.normal(0, 8, (batch, num_rois // 2, 4))
+    far_corner = rng.uniform(0, 250, (batch, num_rois - num_rois // 2, 2))
+    far = np.concatenate([far_corner, far_corner + rng.uniform(5, 60, far_corner.shape)], -1)
+    rois = np.concatenate([near, far], axis=1)
+    rois = np.concatenate([np.minimum(rois[..., :2], rois[..., 2:]), np.maximum(rois[..., :2], rois[..., 2:])], -1)
+    return (tf.constant(rois.astype(np.float32)), tf.constant(gt_boxes.astype(np.float32)),
+            tf.constant(gt_classes.astype(np.int32)))
+
+
+@pytest.mark.oracle
+def test_roi_matching_matches_model_garden():
+    roi_sampler = pytest.importorskip("official.vision.modeling.layers.roi_sampler")
+    rois, gt_boxes, gt_classes = _scene(1)
+    # skip_subsampling: MG's matching alone, deterministic (its cascade heads' mode).
+    sampler = roi_sampler.ROISampler(mix_gt_boxes=True, foreground_iou_threshold=0.5,
+                                     background_iou_high_threshold=0.5, background_iou_low_threshold=0.0,
+                                     skip_subsampling=True)
+    expected_rois, expected_boxes, expected_classes, expected_indices = sampler(rois, gt_boxes, gt_classes)
+    matched = maskrcnn_targets.match_rois(rois, gt_boxes, gt_classes)
+    np.testing.assert_allclose(matched["rois"].numpy(), expected_rois.numpy())
+    np.testing.assert_allclose(matched["matched_gt_boxes"].numpy(), expected_boxes.numpy())
+    np.testing.assert_array_equal(matched["matched_gt_classes"].numpy(), expected_classes.numpy())
+    np.testing.assert_array_equal(matched["matched_gt_indices"].numpy(), expected_indices.numpy())
+    assert 20 < int(tf.reduce_sum(tf.cast(matched["foreground"], tf.int32))) < 400  # both kinds present
+
+
+def test_sampled_rois_respect_the_quota_and_the_thresholds():
+    rois, gt_boxes, gt_classes = _scene(2)
+    sampled, boxes, classes, indices = maskrcnn_targets.sample_rois(rois, gt_boxes, gt_classes, num_sampled_rois=64,
+                                                                    seed=tf.constant([1, 2]))
+    assert sampled.shape == (2, 64, 4) and classes.shape == (2, 64)
+    foreground = classes.numpy() > 0
+    # The scene has more than 16 foreground RoIs per image: exactly the 25% quota, first.
+    assert foreground.sum(axis=1).tolist() == [16, 16]
+    assert np.all(foreground[:, :16])
+    for b in range(2):
+        iou = maskrcnn_targets.matcher.iou_matrix(sampled[b], gt_boxes[b]).numpy()[:, :4]
+        assert np.all(iou[foreground[b]].max(axis=1) >= 0.5)
+        assert np.all(iou[~foreground[b]].max(axis=1) < 0.5)
+        np.testing.assert_allclose(boxes.numpy()[b][foreground[b]],
+                                   gt_boxes.numpy()[b][indices.numpy()[b][foreground[b]]])
+        assert np.all(indices.numpy()[b][~foreground[b]] == -1) and not boxes.numpy()[b][~foreground[b]].any()
+    # The stateless seed makes the sample reproducible; another seed draws another one.
+    again = maskrcnn_targets.sample_rois(rois, gt_boxes, gt_classes, num_sampled_rois=64, seed=tf.constant([1, 2]))
+    other = maskrcnn_targets.sample_rois(rois, gt_boxes, gt_classes, num_sampled_rois=64, seed=tf.constant([3, 4]))
+    np.testing.assert_array_equal(again[0].numpy(), sampled.numpy())
+    assert not np.array_equal(other[0].numpy(), sampled.numpy())
