@@ -1,9 +1,11 @@
-"""Mask R-CNN training targets (He et al., arXiv:1703.06870 §3): RoI sampling for the box head and mask targets
-cropped from the instance masks. TensorFlow ops only.
+"""Mask R-CNN training targets (He et al., arXiv:1703.06870 §3): RPN anchor labels, RoI sampling for the box head
+and mask targets cropped from the instance masks. TensorFlow ops only.
 
-Mirrors Model Garden (tf-models-official 2.20.0): `official/vision/modeling/layers/roi_sampler.py` (`ROISampler`;
-the random sub-sample is drawn differently, with the same quotas), `mask_sampler.py`
-(`_sample_and_crop_foreground_masks`) and `official/vision/ops/spatial_transform_ops.py::crop_mask_in_target_box`.
+Mirrors Model Garden (tf-models-official 2.20.0): `official/vision/ops/anchor.py::RpnAnchorLabeler`,
+`official/vision/modeling/layers/roi_sampler.py::ROISampler`, `mask_sampler.py::_sample_and_crop_foreground_masks`
+and `official/vision/ops/spatial_transform_ops.py::crop_mask_in_target_box`. The random sub-samples (RPN anchors,
+RoIs) draw their own noise with MG's quotas, so they match MG in law, not draw for draw; a `seed` makes them
+reproducible.
 The data pipeline stores each instance mask cropped to its ground-truth box and resized to a square `M x M`
 (MG's parser: `mask_crop_size` 112); a mask target is that mask resampled inside the sampled RoI, so a RoI larger
 than its box sees zeros around the instance.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from spinenet_tf.detection import matcher, roi_ops
+from spinenet_tf.detection import targets as targets_lib
 
 _EPSILON = 1e-8
 _PAD = 2  # zeros around each mask, so samples just outside the box read 0 (MG pads 2)
@@ -148,15 +151,11 @@ def sample_rois(rois: tf.Tensor, gt_boxes: tf.Tensor, gt_classes: tf.Tensor, *, 
         K = num_sampled_rois, foreground rows first.
     """
     matched = match_rois(rois, gt_boxes, gt_classes, **match_settings)
-    foreground, background = matched["foreground"], matched["background"]
-    shape = tf.shape(foreground)
-    noise = (tf.random.uniform(shape) if seed is None else tf.random.stateless_uniform(shape, seed))
-    # Rank the foreground RoIs by their noise; the first max_foreground of them are kept.
-    max_foreground = int(num_sampled_rois * foreground_fraction)
-    foreground_noise = tf.where(foreground, noise, -1.0)
-    rank = tf.argsort(tf.argsort(foreground_noise, axis=-1, direction="DESCENDING"), axis=-1)
-    kept_foreground = tf.logical_and(foreground, rank < max_foreground)
-    priority = noise + tf.where(kept_foreground, 2.0, tf.where(background, 1.0, 0.0))
+    noise = _noise(tf.shape(matched["foreground"]), seed)
+    kept_foreground, kept_background = _subsample(matched["foreground"], matched["background"], noise,
+                                                  num_sampled_rois, foreground_fraction)
+    # The kept foreground first, then the kept background, then (if too few) any other RoIs.
+    priority = noise + tf.where(kept_foreground, 2.0, tf.where(kept_background, 1.0, 0.0))
     _, picked = tf.math.top_k(priority, k=num_sampled_rois)
     # Excess foreground RoIs that only fill the sample count as background, as in MG.
     labels_kept = tf.gather(kept_foreground, picked, batch_dims=1)
@@ -164,3 +163,50 @@ def sample_rois(rois: tf.Tensor, gt_boxes: tf.Tensor, gt_classes: tf.Tensor, *, 
     classes = tf.where(labels_kept, tf.gather(matched["matched_gt_classes"], picked, batch_dims=1), 0)
     indices = tf.where(labels_kept, tf.gather(matched["matched_gt_indices"], picked, batch_dims=1), -1)
     return tf.gather(matched["rois"], picked, batch_dims=1), boxes, classes, indices
+
+
+def _noise(shape, seed: tf.Tensor | None) -> tf.Tensor:
+    return tf.random.uniform(shape) if seed is None else tf.random.stateless_uniform(shape, seed)
+
+
+def _first_by_noise(candidates: tf.Tensor, noise: tf.Tensor, count) -> tf.Tensor:
+    """The `count` (per row) candidates of highest noise: a uniform random subset without replacement."""
+    rank = tf.argsort(tf.argsort(tf.where(candidates, noise, -1.0), axis=-1, direction="DESCENDING"), axis=-1)
+    return tf.logical_and(candidates, rank < count)
+
+
+def _subsample(positive: tf.Tensor, negative: tf.Tensor, noise: tf.Tensor, num_samples: int,
+               positive_fraction: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """Random positives, at most `int(num_samples * positive_fraction)`, and negatives for the rest of
+    `num_samples` (MG's `BalancedPositiveNegativeSampler`, is_static=False). Returns the kept masks `[B, N]`."""
+    kept_positive = _first_by_noise(positive, noise, int(num_samples * positive_fraction))
+    num_negative = num_samples - tf.reduce_sum(tf.cast(kept_positive, tf.int32), axis=-1, keepdims=True)
+    return kept_positive, _first_by_noise(negative, noise, num_negative)
+
+
+def rpn_targets(anchors: tf.Tensor, gt_boxes: tf.Tensor, gt_classes: tf.Tensor, *, match_threshold: float = 0.7,
+                unmatched_threshold: float = 0.3, rpn_batch_size_per_im: int = 256, rpn_fg_fraction: float = 0.5,
+                seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+    """RPN anchor labels and box targets (MG's `RpnAnchorLabeler`, Faster R-CNN §3.1.2).
+
+    An anchor is positive at IoU >= match_threshold with a ground-truth box (and each box's best anchor is), negative
+    below unmatched_threshold; then `rpn_batch_size_per_im` anchors are sampled, at most half of them positive.
+
+    Args:
+        anchors: `[A, 4]` flat anchors (or `{level: [A_l, 4]}`).
+        gt_boxes, gt_classes: `[B, G, 4]` / `[B, G]` padded ground truth (see `targets.valid_ground_truth`).
+        match_threshold, unmatched_threshold, rpn_batch_size_per_im, rpn_fg_fraction: MG's 0.7, 0.3, 256, 0.5.
+        seed: A `[2]` int seed for a reproducible sample; None uses the global generator.
+
+    Returns:
+        `score_targets` int32 `[B, A]`: 1 sampled positive, 0 sampled negative, -1 not sampled; `box_targets`
+        float32 `[B, A, 4]`: unweighted codes of every positive (sampled or not, as MG), zeros elsewhere.
+    """
+    labels = targets_lib.assign_targets(anchors, gt_boxes, gt_classes, positive_threshold=match_threshold,
+                                        negative_threshold=unmatched_threshold)
+    positive = labels["positive"]
+    negative = tf.logical_not(tf.logical_or(positive, labels["ignore"]))
+    kept_positive, kept_negative = _subsample(positive, negative, _noise(tf.shape(positive), seed),
+                                              rpn_batch_size_per_im, rpn_fg_fraction)
+    score_targets = tf.where(kept_positive, 1, tf.where(kept_negative, 0, -1))
+    return {"score_targets": score_targets, "box_targets": labels["box_targets"]}

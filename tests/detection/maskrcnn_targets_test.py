@@ -134,3 +134,35 @@ def test_sampled_rois_respect_the_quota_and_the_thresholds():
     other = maskrcnn_targets.sample_rois(rois, gt_boxes, gt_classes, num_sampled_rois=64, seed=tf.constant([3, 4]))
     np.testing.assert_array_equal(again[0].numpy(), sampled.numpy())
     assert not np.array_equal(other[0].numpy(), sampled.numpy())
+
+
+# --- RPN anchor labels ------------------------------------------------------------------------------------------
+
+@pytest.mark.oracle
+def test_rpn_targets_match_model_garden():
+    anchor = pytest.importorskip("official.vision.ops.anchor")
+    from spinenet_tf.detection import anchors as anchors_lib
+
+    size = (128, 256)
+    anchors = anchors_lib.generate_anchors(3, 7, 3, [0.5, 1.0, 2.0], 3.0, size)
+    flat = anchors_lib.concat_anchors(anchors)
+    _, gt_boxes, gt_classes = _scene(3, batch=1, num_gt=6, padded=2)
+    gt_boxes = gt_boxes * 0.4  # inside the 128x256 image (an empty, clipped box is dropped by us, not by MG's labeler)
+    ours = maskrcnn_targets.rpn_targets(flat, gt_boxes, gt_classes, seed=tf.constant([0, 1]))
+    # MG labels one image; its anchors are {level: [H, W, A * 4]} and its ground truth unpadded.
+    mg_anchors = {str(level): tf.reshape(a, [size[0] // 2**level, size[1] // 2**level, 36])
+                  for level, a in anchors.items()}
+    score_targets, box_targets = anchor.RpnAnchorLabeler().label_anchors(mg_anchors, gt_boxes[0, :4],
+                                                                         gt_classes[0, :4, None])
+    expected_boxes = tf.concat([tf.reshape(box_targets[str(level)], [-1, 4]) for level in range(3, 8)], 0).numpy()
+    expected_scores = tf.concat([tf.reshape(score_targets[str(level)], [-1]) for level in range(3, 8)], 0).numpy()
+    np.testing.assert_allclose(ours["box_targets"].numpy()[0], expected_boxes, atol=1e-5)
+    # The samples are random in both: same quotas, drawn from the same positives and negatives.
+    scores = ours["score_targets"].numpy()[0]
+    positives = np.abs(expected_boxes).max(axis=1) > 1e-6
+    assert positives.sum() > 0
+    assert (scores == 1).sum() == (expected_scores == 1).sum() == min(positives.sum(), 128)
+    assert (scores >= 0).sum() == (expected_scores >= 0).sum() == 256
+    assert np.all(positives[scores == 1])
+    iou = maskrcnn_targets.matcher.iou_matrix(flat, gt_boxes[0, :4]).numpy().max(axis=1)
+    assert np.all(iou[scores == 0] < 0.3) and np.all(iou[expected_scores == 0] < 0.3)
