@@ -1,10 +1,13 @@
 """`make demo`: RetinaNet SpineNet-Mobile-49XS trained from scratch on the built-in shapes data, on CPU.
 
-    python -m spinenet_tf.demo [--model_dir=runs/demo] [--epochs=3] [--train_examples=1000]
+    python -m spinenet_tf.demo --flagfile=configs/detection_retinanet_spinenet_mobile_49xs_shapes256.flags \
+        --model_dir=runs/demo
 
-Generates the data (no download), trains with a progress bar, evaluates COCO AP on the validation split, prints a
-summary table and writes `predictions.png` (validation images with predicted boxes; ground truth in thin white)
-and `metrics.json` into --model_dir. A run killed half-way resumes from its last epoch (Keras BackupAndRestore).
+The training flags are `spinenet_tf.train`'s and the recipe is the flagfile's. Generates the data (no download),
+trains with a progress bar (`spinenet_tf.training.loop`, so a killed demo resumes from its last checkpoint), evaluates
+COCO AP on the validation split, writes `predictions.png` (validation images with predicted boxes; ground truth in
+thin white), exports the int8 TFLite detector and evaluates it with LiteRT, then prints a summary table and writes
+it to `demo_summary.json` in --model_dir.
 """
 
 from __future__ import annotations
@@ -15,99 +18,96 @@ import time
 
 from absl import app, flags, logging
 
-_MODEL_DIR = flags.DEFINE_string("model_dir", "runs/demo", "Where checkpoints, metrics.json and predictions.png go.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 256, "Square input size; a multiple of 128.")
-_TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 1000, "Generated training images.")
-_VAL_EXAMPLES = flags.DEFINE_integer("val_examples", 200, "Generated validation images.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Images per step.")
-_EPOCHS = flags.DEFINE_integer("epochs", 3, "Passes over the training images (3 x 1000 fits ~10 min on 2 cores).")
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 2e-3, "Peak AdamW learning rate (cosine decay after warm-up).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of weights and augmentation.")
+from spinenet_tf import train
+from spinenet_tf.training import loop
+from spinenet_tf.training.config import TrainConfig
 
-MODEL = "retinanet-spinenet-mobile-49xs"
+_PICTURE_IMAGES = flags.DEFINE_integer("picture_images", 8, "Validation images drawn into predictions.png.")
+_EXPORT_TFLITE = flags.DEFINE_bool("export_tflite", True, "Export the int8 TFLite detector and evaluate it.")
+
+SUMMARY_FILE = "demo_summary.json"
 
 
-def _datasets(parser, image_size: int):
-    import tensorflow as tf
-
-    from spinenet_tf.data import builtin_shapes
-
-    size = (image_size, image_size)
-    train = builtin_shapes.as_dataset("train", num_examples=_TRAIN_EXAMPLES.value, image_size=size).cache()
-    train = (train.shuffle(512, seed=_SEED.value).map(parser.train_fn, num_parallel_calls=tf.data.AUTOTUNE)
-             .batch(_BATCH_SIZE.value, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-    val = builtin_shapes.as_dataset("validation", num_examples=_VAL_EXAMPLES.value, image_size=size).cache()
-    val_batches = (val.map(parser.eval_fn, num_parallel_calls=tf.data.AUTOTUNE).batch(_BATCH_SIZE.value)
-                   .prefetch(tf.data.AUTOTUNE))
-    return train, val, val_batches
-
-
-def _write_predictions(model, parser, val, class_names, path: str, count: int = 8) -> None:
+def _write_predictions(task, model, path: str, count: int) -> None:
     from spinenet_tf import visualization
-    from spinenet_tf.data import detection_input
+    from spinenet_tf.data import detection_input, sources
 
+    source = sources.parse(task.config.input.eval_data, flag="--eval_data")
+    loaded = sources.load(source, "detection", training=False)
     pictures = []
-    for example in val.take(count):
-        image = example["image"].numpy()
-        inputs, labels = parser.eval_fn(example)
+    for example in loaded.dataset.take(count):
+        inputs, labels = task.eval_fn(example)
         detections = {k: v.numpy()[0] for k, v in model.detect(inputs[None]).items()}
         info = labels["image_info"].numpy()
-        boxes = detection_input.to_original_pixels(detections["boxes"], info)
         n = int(detections["num_detections"])
-        pictures.append(visualization.draw_detections(image, boxes[:n], detections["classes"][:n],
-                                                      detections["scores"][:n], class_names,
-                                                      ground_truth=labels["gt_boxes"].numpy()[
-                                                          labels["gt_classes"].numpy() >= 0]))
-    visualization.image_grid(pictures, columns=4).save(path)
+        boxes = detection_input.to_original_pixels(detections["boxes"][:n], info)
+        truth = labels["gt_boxes"].numpy()[labels["gt_classes"].numpy() >= 0]
+        pictures.append(visualization.draw_detections(example["image"].numpy(), boxes, detections["classes"][:n],
+                                                      detections["scores"][:n], loaded.info.class_names,
+                                                      ground_truth=truth))
+    visualization.image_grid(pictures, columns=min(4, len(pictures))).save(path)
+
+
+def _export_and_evaluate(task, config: TrainConfig, num_calibration_images: int = 200) -> dict:
+    """The int8 TFLite detector (NMS op, metadata), calibrated on the training data, scored by LiteRT on the same
+    validation images as the Keras model."""
+    from spinenet_tf.litert import evaluate, interpreter
+    from spinenet_tf.serving import exporter
+
+    start = time.time()
+    path = exporter.export(exporter.ExportConfig(
+        output=os.path.join(config.model_dir, "detector_int8.tflite"), model_dir=config.model_dir, format="tflite",
+        quantization="int8", representative_data=config.input.train_data,
+        num_calibration_images=num_calibration_images))
+    export_seconds = time.time() - start
+    eval_dataset = task.eval_dataset().unbatch().batch(1)
+    metrics = evaluate.evaluate(interpreter.TFLiteModel(path), eval_dataset.as_numpy_iterator())
+    return {"tflite": os.path.basename(path), "tflite_MB": round(os.path.getsize(path) / 2**20, 2),
+            "tflite_int8_AP": round(metrics["AP"], 4), "tflite_int8_AP50": round(metrics["AP50"], 4),
+            "export_seconds": round(export_seconds, 1)}
+
+
+def run(config: TrainConfig, picture_images: int, export_tflite: bool) -> dict:
+    """Trains (or resumes) and evaluates, draws, exports; returns the summary."""
+    start = time.time()
+    metrics = loop.run(config)
+    train_seconds = time.time() - start
+    config = TrainConfig.load(config.model_dir)  # num_classes resolved by the run
+    task, model = loop.trained_model(config)
+    summary = {"model": config.model, "image_size": "x".join(map(str, config.image_size)),
+               "train_data": config.input.train_data, "train_steps": config.train_steps,
+               "batch_size": config.batch_size, "train_and_eval_seconds": round(train_seconds, 1),
+               **{name: round(metrics[name], 4) for name in ("AP", "AP50", "AP75", "APs", "APm", "APl")}}
+    picture = os.path.join(config.model_dir, "predictions.png")
+    _write_predictions(task, model, picture, picture_images)
+    if export_tflite:
+        summary.update(_export_and_evaluate(task, config))
+    summary["total_seconds"] = round(time.time() - start, 1)
+    with open(os.path.join(config.model_dir, SUMMARY_FILE), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _IMAGE_SIZE.value % 128:
-        raise app.UsageError(f"--image_size={_IMAGE_SIZE.value}: must be a multiple of 128 (2**max_level)")
-    import keras
-
-    import spinenet_tf
-    from spinenet_tf.data import builtin_shapes, detection_input
-    from spinenet_tf.evaluation import coco
-
-    start = time.time()
-    keras.utils.set_random_seed(_SEED.value)
-    os.makedirs(_MODEL_DIR.value, exist_ok=True)
-    class_names = builtin_shapes.CLASS_NAMES
-    size = _IMAGE_SIZE.value
-    model = spinenet_tf.build_detector(MODEL, num_classes=len(class_names), input_shape=(size, size))
-    config = detection_input.DetectionInputConfig((size, size), max_instances=16, aug_scale_min=0.8,
-                                                  aug_scale_max=1.25)
-    parser = detection_input.DetectionInput(config, model.anchor_boxes)
-    train, val, val_batches = _datasets(parser, size)
-
-    steps = _EPOCHS.value * (_TRAIN_EXAMPLES.value // _BATCH_SIZE.value)
-    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=_LEARNING_RATE.value,
-                                                      warmup_steps=min(200, steps // 10))
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4, clipnorm=10.0))
-    logging.info("training %s on %d built-in images for %d epochs (%d steps)", MODEL, _TRAIN_EXAMPLES.value,
-                 _EPOCHS.value, steps)
-    backup = keras.callbacks.BackupAndRestore(os.path.join(_MODEL_DIR.value, "backup"))
-    history = model.fit(train, epochs=_EPOCHS.value, callbacks=[backup], verbose=1)
-    train_seconds = time.time() - start
-
-    metrics = coco.evaluate(model, val_batches)
-    model.save(os.path.join(_MODEL_DIR.value, "model.keras"))
-    _write_predictions(model, parser, val, class_names, os.path.join(_MODEL_DIR.value, "predictions.png"))
-    summary = {"model": MODEL, "image_size": size, "train_examples": _TRAIN_EXAMPLES.value,
-               "epochs": _EPOCHS.value, "final_loss": float(history.history["loss"][-1]),
-               "train_seconds": round(train_seconds, 1), "total_seconds": round(time.time() - start, 1),
-               **{name: round(value, 4) for name, value in metrics.items()}}
-    with open(os.path.join(_MODEL_DIR.value, "metrics.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    print("\n| metric | value |\n| --- | --- |")
-    for key in ("model", "image_size", "train_examples", "epochs", "final_loss", "AP", "AP50", "AP75", "APs",
-                "APm", "APl", "train_seconds", "total_seconds"):
-        print(f"| {key} | {summary[key]} |")
-    print(f"\nwrote {_MODEL_DIR.value}/metrics.json, predictions.png, model.keras")
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config = train.config_from_flags().validate()
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    if config.task != "detection" or config.mode != "train_and_eval":
+        raise app.UsageError("the demo trains and evaluates a detector: --task=detection --mode=train_and_eval")
+    try:
+        summary = run(config, _PICTURE_IMAGES.value, _EXPORT_TFLITE.value)
+    except (ValueError, FileNotFoundError, loop.TrainingError) as error:
+        logging.error("%s", error)
+        raise SystemExit(f"error: {error}") from None
+    print("\n| | |\n| --- | --- |")
+    for key, value in summary.items():
+        print(f"| {key} | {value} |")
+    print(f"\nwrote {config.model_dir}/{SUMMARY_FILE}, predictions.png, checkpoints/")
 
 
 if __name__ == "__main__":
+    flags.mark_flags_as_required(["task", "model", "model_dir"])
     app.run(main)
