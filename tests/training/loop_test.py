@@ -144,3 +144,19 @@ def test_resume_refuses_a_different_model(tmp_path):
     changed = dataclasses.replace(config, image_size=(256, 256))
     with pytest.raises(loop.TrainingError, match=r"image_size: \[128, 128\] -> \[256, 256\]"):
         loop.Trainer(changed, flags_text=None)
+
+
+@pytest.mark.slow
+def test_classification_trains_evaluates_and_eval_mode_rereads_the_checkpoint(tmp_path):
+    model_dir = str(tmp_path / "run")
+    flags = ("--flagfile=configs/classification_spinenet_mobile_49xs_shapes128.flags", f"--model_dir={model_dir}",
+             "--model_overrides=filter_size_scale=0.25,endpoints_num_filters=8", "--train_data=builtin:shapes:train[:8]",
+             "--eval_data=builtin:shapes:validation[:6]", "--shuffle_buffer=8", "--batch_size=4",
+             "--eval_batch_size=3", "--train_steps=2", "--warmup_steps=1", "--checkpoint_steps=2", "--noprogress_bar")
+    testing.run_train(*flags)
+    testing.run_train(*flags, "--mode=eval")
+    records = json.load(open(os.path.join(model_dir, loop.EVAL_METRICS_FILE)))
+    assert [r["step"] for r in records] == [2, 2]
+    assert records[0]["num_images"] == 6 and 0.0 <= records[0]["top1"] <= records[0]["top5"] <= 1.0
+    # Same weights, same images: the eval-only run scores exactly what the training run scored.
+    assert records[1]["top1"] == records[0]["top1"] and records[1]["top5"] == records[0]["top5"]
