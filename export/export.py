@@ -1,0 +1,12 @@
+"""Exports a trained model: the same as `python -m spinenet_tf.export` (flags: see export/README.md).
+
+    python export/export.py --model_dir=runs/shapes --format=tflite --quantization=int8 \
+        --representative_data=builtin:shapes:train --output=detector_int8.tflite
+"""
+
+from absl import app
+
+from spinenet_tf import export
+
+if __name__ == "__main__":
+    app.run(export.main)

@@ -1,0 +1,99 @@
+"""Latency of a .tflite model with the LiteRT interpreter: warm-up, then the median of N timed invokes.
+
+    python tflite/benchmark.py --model detector.tflite --num_threads 1,2 --xnnpack true,false
+
+Times `Interpreter.invoke()` alone (the input is set once, outputs are not read), in wall-clock and in process CPU
+time; CPU time is the steadier number on a shared machine, wall time the one users feel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+
+from spinenet_tf.litert import interpreter as interpreter_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkResult:
+    """Milliseconds per invoke; size of the file in bytes."""
+
+    num_threads: int
+    use_xnnpack: bool
+    median_ms: float
+    p90_ms: float
+    median_cpu_ms: float
+    runs: int
+    size_bytes: int
+
+
+def benchmark(model: str | bytes, num_threads: int = 1, use_xnnpack: bool = True, warmup: int = 5,
+              runs: int = 30, seed: int = 0) -> BenchmarkResult:
+    """Times `runs` invokes after `warmup` on a random input of the model's shape (latency does not depend on the
+    pixels for these models: no data-dependent control flow before NMS)."""
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs={runs}, warmup={warmup}: need runs >= 1 and warmup >= 0")
+    loaded = interpreter_lib.TFLiteModel(model, num_threads=num_threads, use_xnnpack=use_xnnpack)
+    interpreter = loaded.interpreter
+    interpreter.allocate_tensors()
+    details = interpreter.get_input_details()[0]
+    rng = np.random.default_rng(seed)
+    if np.dtype(details["dtype"]) == np.float32:
+        value = rng.standard_normal(details["shape"]).astype(np.float32)
+    else:
+        info = np.iinfo(details["dtype"])
+        value = rng.integers(info.min, info.max, details["shape"]).astype(details["dtype"])
+    interpreter.set_tensor(details["index"], value)
+    for _ in range(warmup):
+        interpreter.invoke()
+    wall, cpu = [], []
+    for _ in range(runs):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        interpreter.invoke()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return BenchmarkResult(num_threads=num_threads, use_xnnpack=use_xnnpack,
+                           median_ms=1e3 * float(np.median(wall)), p90_ms=1e3 * float(np.percentile(wall, 90)),
+                           median_cpu_ms=1e3 * float(np.median(cpu)), runs=runs, size_bytes=loaded.size_bytes)
+
+
+def main() -> None:
+    """`tflite/benchmark.py`: defines its flags only when run, so importing this module adds none."""
+    from absl import app, flags
+
+    model_flag = flags.DEFINE_string("model", None, "The .tflite file.")
+    threads_flag = flags.DEFINE_list("num_threads", ["1", "2"], "Thread counts to time.")
+    xnnpack_flag = flags.DEFINE_list("xnnpack", ["true"], "true and/or false: with the XNNPACK delegate or not.")
+    warmup_flag = flags.DEFINE_integer("warmup", 5, "Untimed invokes first.")
+    runs_flag = flags.DEFINE_integer("runs", 30, "Timed invokes; the median is reported.")
+    flags.mark_flag_as_required("model")
+
+    def run(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        try:
+            threads = [int(t) for t in threads_flag.value]
+            xnnpack = [_boolean(v) for v in xnnpack_flag.value]
+            results = [benchmark(model_flag.value, t, x, warmup_flag.value, runs_flag.value)
+                       for x in xnnpack for t in threads]
+        except ValueError as error:
+            raise app.UsageError(str(error)) from None
+        print(f"{model_flag.value}: {os.path.getsize(model_flag.value) / 1e6:.2f} MB, load average "
+              f"{os.getloadavg()[0]:.1f}\n")
+        print("| threads | XNNPACK | median ms | p90 ms | median CPU ms |\n| ---: | --- | ---: | ---: | ---: |")
+        for r in results:
+            print(f"| {r.num_threads} | {'on' if r.use_xnnpack else 'off'} | {r.median_ms:.2f} | {r.p90_ms:.2f} | "
+                  f"{r.median_cpu_ms:.2f} |")
+
+    app.run(run)
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "on", "yes"):
+        return True
+    if text.lower() in ("false", "0", "off", "no"):
+        return False
+    raise ValueError(f"--xnnpack={text}: give true or false")

@@ -1,0 +1,176 @@
+"""The export run behind `python -m spinenet_tf.export`: one frozen `ExportConfig` -> a SavedModel or a .tflite.
+
+The model is rebuilt from the `train_config.json` a training run saved in its `model_dir` (so no model flag needs
+repeating) and its weights restored from the latest checkpoint there, or from `--checkpoint` (whose `model_dir` is
+two levels up: `model_dir/checkpoints/ckpt-N`). Every check that needs no TensorFlow work runs first, and the
+output is written through a temporary file, so a failed export leaves nothing at `--output`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from spinenet_tf.serving import output_path
+from spinenet_tf.serving import tflite as tflite_lib
+
+FORMATS = ("saved_model", "tflite")
+NMS_TYPES = ("fast", "regular")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """What to export and how (one attribute per flag of `spinenet_tf.export`).
+
+    Attributes:
+        model_dir: A training `model_dir` (train_config.json + checkpoints/); the latest checkpoint is used.
+        checkpoint: A checkpoint path (`model_dir/checkpoints/ckpt-N`) instead of the latest.
+        format: "saved_model" or "tflite".
+        quantization: TFLite only: one of `tflite.QUANTIZATIONS`.
+        io_type: TFLite int8 classifiers: "float32", "int8" or "uint8" input and output.
+        representative_data: Data source for int8 calibration (`spinenet_tf.data.sources` spec).
+        num_calibration_images: How many calibration images (in the source's order).
+        output: The SavedModel directory or .tflite file.
+        raw_outputs: TFLite detectors: box codes and sigmoid scores instead of the NMS op (no metadata).
+        nms: TFLite detectors: "fast" (class-agnostic over each box's best class) or "regular" (per class, as
+            `RetinaNet.detect`; use one interpreter thread, see `tflite.PostProcessConfig`).
+        metadata: TFLite detectors: embed metadata and labels for MediaPipe / Task Library.
+        labels: A text file with one class name per line (default: the training data's names).
+    """
+
+    output: str
+    model_dir: str | None = None
+    checkpoint: str | None = None
+    format: str = "tflite"
+    quantization: str = "none"
+    io_type: str = "float32"
+    representative_data: str | None = None
+    num_calibration_images: int = 200
+    raw_outputs: bool = False
+    nms: str = "fast"
+    metadata: bool = True
+    labels: str | None = None
+
+    def validate(self) -> ExportConfig:
+        """Raises ValueError naming the flag of the first problem; returns self."""
+        if bool(self.model_dir) == bool(self.checkpoint):
+            raise ValueError("--model_dir / --checkpoint: give exactly one")
+        if self.format not in FORMATS:
+            raise ValueError(f"--format={self.format}: must be one of {', '.join(FORMATS)}")
+        if self.quantization not in tflite_lib.QUANTIZATIONS:
+            raise ValueError(f"--quantization={self.quantization}: must be one of "
+                             f"{', '.join(tflite_lib.QUANTIZATIONS)}")
+        if self.format == "saved_model" and (self.quantization != "none" or self.io_type != "float32"):
+            raise ValueError(f"--quantization={self.quantization} --io_type={self.io_type}: only for --format=tflite")
+        if self.quantization == "int8" and not self.representative_data:
+            raise ValueError("--quantization=int8 needs calibration images: set --representative_data (e.g. the "
+                             "training data source)")
+        if self.io_type not in tflite_lib.IO_TYPES:
+            raise ValueError(f"--io_type={self.io_type}: must be one of {', '.join(tflite_lib.IO_TYPES)}")
+        if self.io_type != "float32" and self.quantization != "int8":
+            raise ValueError(f"--io_type={self.io_type}: integer input/output needs --quantization=int8")
+        if self.num_calibration_images < 1:
+            raise ValueError(f"--num_calibration_images={self.num_calibration_images}: must be >= 1")
+        if self.nms not in NMS_TYPES:
+            raise ValueError(f"--nms={self.nms}: must be one of {', '.join(NMS_TYPES)}")
+        if not self.output:
+            raise ValueError("--output: required")
+        if self.labels and not os.path.isfile(self.labels):
+            raise ValueError(f"--labels={self.labels}: no such file")
+        output_path.check_writable(self.output)
+        return self
+
+
+def train_config_of(config: ExportConfig):
+    """The `TrainConfig` saved with the model (from --model_dir, or two levels above --checkpoint)."""
+    from spinenet_tf.training.config import TrainConfig
+
+    if config.model_dir:
+        model_dir, flag = config.model_dir, f"--model_dir={config.model_dir}"
+    else:
+        model_dir = os.path.dirname(os.path.dirname(os.path.abspath(config.checkpoint)))
+        flag = f"--checkpoint={config.checkpoint}"
+    if not os.path.isdir(model_dir):
+        raise ValueError(f"{flag}: {model_dir} is not a directory")
+    try:
+        return TrainConfig.load(model_dir)
+    except FileNotFoundError as error:
+        raise ValueError(f"{flag}: {error}") from None
+
+
+def load_model(config: ExportConfig):
+    """(Keras model with restored weights, its TrainConfig)."""
+    from spinenet_tf.training import loop
+
+    train_config = train_config_of(config)
+    model = loop.build_model(train_config)
+    loop.restore_model(model, model_dir=config.model_dir, checkpoint=config.checkpoint)
+    return model, train_config
+
+
+def class_names(config: ExportConfig, train_config, num_labels: int) -> list[str]:
+    """Names for the exported class indices: --labels, else the training data's, else "class_<i>"."""
+    if config.labels:
+        with open(config.labels) as f:
+            names = [line.strip() for line in f if line.strip()]
+        if len(names) != num_labels:
+            raise ValueError(f"--labels={config.labels}: {len(names)} names, the model has {num_labels} classes")
+        return names
+    names = _source_class_names(train_config.input.train_data or train_config.input.eval_data, train_config.task)
+    if names and len(names) == num_labels:
+        return list(names)
+    return [f"class_{i}" for i in range(num_labels)]
+
+
+def _source_class_names(spec: str | None, task: str) -> tuple[str, ...]:
+    """The class names a data source knows (built-in, COCO JSON, TFDS), () if it cannot be read here."""
+    if not spec:
+        return ()
+    from spinenet_tf.data import sources
+
+    try:
+        return tuple(sources.load(sources.parse(spec, flag="--train_data"), task, training=False).info.class_names)
+    except (ValueError, OSError):
+        return ()
+
+
+def calibration_data(config: ExportConfig, task: str, image_size):
+    """The converter's representative dataset from --representative_data (eval preprocessing)."""
+    from spinenet_tf.data import sources
+    from spinenet_tf.serving import representative_data
+
+    flag, spec = "--representative_data", config.representative_data
+    examples = sources.load(sources.parse(spec, flag=flag), task, training=False).dataset
+    representative_data.check_examples(examples, task, flag, spec)
+    images = representative_data.calibration_images(examples, image_size, config.num_calibration_images, task, flag,
+                                                    spec)
+    return representative_data.representative_dataset(images)
+
+
+def export(config: ExportConfig) -> str:
+    """Runs the export; returns the absolute output path.
+
+    Raises:
+        ValueError: One line naming the flag or file at fault (bad flags, missing or mismatched checkpoint, wrong
+            representative data, unwritable output).
+    """
+    from spinenet_tf.serving import saved_model, signatures
+
+    config.validate()
+    model, train_config = load_model(config)
+    if config.format == "saved_model":
+        return saved_model.export_saved_model(model, config.output)
+    detector = train_config.task == "detection"
+    representative = (calibration_data(config, train_config.task, signatures.image_size_of(model))
+                      if config.quantization == "int8" else None)
+    postprocess = (tflite_lib.PostProcessConfig.from_model(model, use_regular_nms=config.nms == "regular")
+                   if detector else None)
+    content = tflite_lib.convert(model, config.quantization, representative, config.io_type, postprocess,
+                                 config.raw_outputs if detector else False)
+    if detector and config.metadata and not config.raw_outputs:
+        from spinenet_tf.serving import metadata
+
+        skip = model.decode_config["skip_class_zero"]
+        names = class_names(config, train_config, model.num_classes - (1 if skip else 0))
+        content = metadata.add_detector_metadata(content, names)
+    return tflite_lib.write_tflite(content, config.output)
