@@ -1,0 +1,148 @@
+"""TFLite latency and size of our RetinaNet SpineNet-Mobile detectors against Model Garden's TFLite export.
+
+    python bench/tflite_latency.py                       # the three rows, float32 and int8, 1 and 2 threads
+    python bench/tflite_latency.py --rows=retinanet-spinenet-mobile-49xs --runs=50
+
+Rows (issue 5): RetinaNet SpineNet-Mobile-49XS at 256x256, -49S and -49 at 384x384, 91 classes (Model Garden's COCO
+head), random weights (latency and size do not depend on the values).
+
+Both sides end in the same `TFLite_Detection_PostProcess` op with the same attributes (ours: `PostProcessConfig`
+defaults, per-class NMS, 100 detections, 1 class per box; MG's `TFLitePostProcessingConfig` set to the same, with
+`normalize_anchor_coordinates=True`), so the difference is the network body:
+- ours: `spinenet_tf.serving.tflite.convert` (SavedModel of the batch-1 normalised-image graph, then the converter);
+- Model Garden: `official.vision.serving.detection.DetectionModule(input_type="tflite")` built from the
+  `retinanet_mobile_coco` experiment (backbone model_id, head width and input size set per row, nms_version
+  "tflite"), saved, then `official.vision.serving.export_tflite_lib.convert_tflite_model` with quant_type None
+  (float32) or "int8_full_fp32_io" (= our int8: integer-only builtins, float I/O).
+int8 calibration uses the same 32 built-in shapes validation images, eval-preprocessed, for both.
+
+Timing: `spinenet_tf.litert.benchmark.benchmark` (LiteRT interpreter, XNNPACK on, `--warmup` untimed invokes, median
+of `--runs`), ours and MG alternating, each twice, the lower median kept (a shared machine only adds time). The
+1-minute load average is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROWS = {  # name -> (MG model_id, input size, MG head filters: MG experiment YAMLs, REFERENCE.md §3.3)
+    "retinanet-spinenet-mobile-49xs": ("49XS", 256, 24),
+    "retinanet-spinenet-mobile-49s": ("49S", 384, 40),
+    "retinanet-spinenet-mobile-49": ("49", 384, 48),
+}
+NUM_CLASSES = 91
+QUANTIZATIONS = {"float32": ("none", None), "int8": ("int8", "int8_full_fp32_io")}
+
+
+def _calibration(size: int, count: int = 32):
+    from spinenet_tf.data import builtin_shapes
+    from spinenet_tf.serving import representative_data
+
+    examples = builtin_shapes.as_dataset("validation", count)
+    return representative_data.calibration_images(examples, (size, size), count)
+
+
+def _ours(name: str, size: int, quantization: str, images) -> bytes:
+    import spinenet_tf
+    from spinenet_tf.serving import representative_data, tflite
+
+    model = spinenet_tf.build_detector(name, NUM_CLASSES, (size, size))
+    data = representative_data.representative_dataset(images) if quantization == "int8" else None
+    return tflite.convert(model, quantization, data)
+
+
+class _CalibrationTask:
+    """Stands in for MG's task: `export_tflite_lib.representative_dataset` calls `task.build_inputs(...)` and
+    iterates (image, label) pairs."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def build_inputs(self, params):
+        import tensorflow as tf
+
+        del params
+        return tf.data.Dataset.from_tensor_slices(self.images[:, None]).map(lambda image: (image, 0))
+
+
+def _model_garden(model_id: str, size: int, filters: int, quant_type: str | None, images) -> bytes:
+    import tensorflow as tf
+    from official.core import exp_factory
+    from official.vision.serving import detection, export_tflite_lib
+
+    from spinenet_tf.serving.tflite import PostProcessConfig
+
+    params = exp_factory.get_exp_config("retinanet_mobile_coco")
+    model = params.task.model
+    model.num_classes = NUM_CLASSES
+    model.input_size = [size, size, 3]
+    model.backbone.spinenet_mobile.model_id = model_id
+    model.head.num_filters = filters
+    model.norm_activation.use_sync_bn = False
+    model.detection_generator.nms_version = "tflite"
+    post, ours = model.detection_generator.tflite_post_processing, PostProcessConfig()
+    post.max_detections, post.max_classes_per_detection = ours.max_detections, ours.max_classes_per_detection
+    post.detections_per_class, post.use_regular_nms = ours.detections_per_class, ours.use_regular_nms
+    post.nms_score_threshold, post.nms_iou_threshold = ours.nms_score_threshold, ours.nms_iou_threshold
+    post.normalize_anchor_coordinates = True
+    module = detection.DetectionModule(params, batch_size=1, input_image_size=[size, size], input_type="tflite")
+    with tempfile.TemporaryDirectory() as saved:
+        tf.saved_model.save(module, saved, signatures=module.get_inference_signatures({"tflite": "serving_default"}))
+        return export_tflite_lib.convert_tflite_model(saved_model_dir=saved, quant_type=quant_type, params=params,
+                                                      task=_CalibrationTask(images), calibration_steps=len(images))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated detector names (default: all)")
+    parser.add_argument("--quantizations", default="float32,int8", help="float32 and/or int8")
+    parser.add_argument("--threads", default="1,2", help="interpreter thread counts")
+    parser.add_argument("--runs", type=int, default=30, help="timed invokes per measurement (median reported)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed invokes first")
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+
+    from spinenet_tf.litert import benchmark
+
+    load_before = os.getloadavg()[0]
+    rows = []
+    for name in args.rows.split(","):
+        model_id, size, filters = ROWS[name]
+        images = _calibration(size)
+        for quant in args.quantizations.split(","):
+            ours_quant, mg_quant = QUANTIZATIONS[quant]
+            start = time.time()
+            ours = _ours(name, size, ours_quant, images)
+            mg = _model_garden(model_id, size, filters, mg_quant, images)
+            print(f"converted {name} {quant} in {time.time() - start:.0f} s", file=sys.stderr, flush=True)
+            for threads in (int(t) for t in args.threads.split(",")):
+                times = {"ours": [], "mg": []}
+                for _ in range(2):
+                    for key, content in (("ours", ours), ("mg", mg)):
+                        times[key].append(benchmark.benchmark(content, threads, True, args.warmup, args.runs))
+                best = {key: min(results, key=lambda r: r.median_ms) for key, results in times.items()}
+                rows.append((name.removeprefix("retinanet-spinenet-"), size, quant, threads, len(ours), len(mg),
+                             best["ours"], best["mg"]))
+            tf.keras.backend.clear_session()
+
+    print(f"TensorFlow {tf.__version__}, LiteRT interpreter, XNNPACK on, {os.cpu_count()} CPUs; load average "
+          f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n")
+    print("| model | input | type | threads | ours MB | MG MB | size ratio | ours ms | MG ms | ratio | "
+          "ours CPU ms | MG CPU ms |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for model, size, quant, threads, ours_size, mg_size, ours, mg in rows:
+        print(f"| {model} | {size} | {quant} | {threads} | {ours_size / 1e6:.2f} | {mg_size / 1e6:.2f} | "
+              f"{ours_size / mg_size:.2f} | {ours.median_ms:.1f} | {mg.median_ms:.1f} | "
+              f"{ours.median_ms / mg.median_ms:.2f} | {ours.median_cpu_ms:.1f} | {mg.median_cpu_ms:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
