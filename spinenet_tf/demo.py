@@ -61,7 +61,10 @@ def _export_and_evaluate(task, config: TrainConfig, num_calibration_images: int 
         num_calibration_images=num_calibration_images))
     export_seconds = time.time() - start
     eval_dataset = task.eval_dataset().unbatch().batch(1)
-    metrics = evaluate.evaluate(interpreter.TFLiteModel(path), eval_dataset.as_numpy_iterator())
+    # NOTE: builtin kernels, one thread: LiteRT 2.3's XNNPACK delegate crashes on int8 detectors (double free) and
+    # its regular-NMS kernel loses classes with more than one thread (tflite/README.md).
+    model = interpreter.TFLiteModel(path, num_threads=1, use_xnnpack=False)
+    metrics = evaluate.evaluate(model, eval_dataset.as_numpy_iterator())
     return {"tflite": os.path.basename(path), "tflite_MB": round(os.path.getsize(path) / 2**20, 2),
             "tflite_int8_AP": round(metrics["AP"], 4), "tflite_int8_AP50": round(metrics["AP50"], 4),
             "export_seconds": round(export_seconds, 1)}
