@@ -31,7 +31,7 @@ test-all: venv
 	$(PYTEST) tests
 
 # The demo's recipe is its flagfile; DEMO_ARGS adds flags (make demo DEMO_ARGS="--train_steps=50").
-DEMO_FLAGS ?= configs/detection_retinanet_spinenet_mobile_49xs_shapes256.flags
+DEMO_FLAGS ?= configs/detection_retinanet_spinenet_mobile_49xs_shapes128.flags
 demo: venv
 	$(PY) -m spinenet_tf.demo --flagfile=$(DEMO_FLAGS) --model_dir=runs/demo $(DEMO_ARGS)
 

@@ -1,6 +1,6 @@
 """`make demo`: RetinaNet SpineNet-Mobile-49XS trained from scratch on the built-in shapes data, on CPU.
 
-    python -m spinenet_tf.demo --flagfile=configs/detection_retinanet_spinenet_mobile_49xs_shapes256.flags \
+    python -m spinenet_tf.demo --flagfile=configs/detection_retinanet_spinenet_mobile_49xs_shapes128.flags \
         --model_dir=runs/demo
 
 The training flags are `spinenet_tf.train`'s and the recipe is the flagfile's. Generates the data (no download),

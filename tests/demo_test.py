@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.litert]
 
 def test_demo_runs_end_to_end(tmp_path):
     model_dir = tmp_path / "demo"
-    flags = ("--flagfile=configs/detection_retinanet_spinenet_mobile_49xs_shapes256.flags", f"--model_dir={model_dir}",
+    flags = ("--flagfile=configs/detection_retinanet_spinenet_mobile_49xs_shapes128.flags", f"--model_dir={model_dir}",
              "--image_size=128", "--model_overrides=filter_size_scale=0.25,endpoints_num_filters=8,num_filters=8",
              "--train_data=builtin:shapes:train[:16]", "--shuffle_buffer=16", "--train_steps=3", "--warmup_steps=1",
              "--checkpoint_steps=3", "--num_eval_examples=4", "--eval_batch_size=2", "--picture_images=2",
