@@ -97,7 +97,7 @@ def main(argv):
     try:
         config = train.config_from_flags().validate()
     except ValueError as error:
-        raise app.UsageError(str(error)) from None
+        raise SystemExit(f"error: {error}") from None  # one line, not absl's usage text
     if config.task != "detection" or config.mode != "train_and_eval":
         raise app.UsageError("the demo trains and evaluates a detector: --task=detection --mode=train_and_eval")
     try:

@@ -121,7 +121,7 @@ def main(argv):
     try:
         config = config_from_flags().validate()
     except ValueError as error:
-        raise app.UsageError(str(error)) from None
+        raise SystemExit(f"error: {error}") from None  # one line, not absl's usage text
     if _NUM_CPU_DEVICES.value:
         _split_cpu(_NUM_CPU_DEVICES.value)
     try:
