@@ -26,7 +26,7 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image
 
-TASKS = ("detection", "classification")
+TASKS = ("detection", "instance_segmentation", "classification")
 
 # What `DataStats` counts, and how `summary()` says it.
 STAT_KINDS = {
@@ -39,6 +39,10 @@ STAT_KINDS = {
     "missing_label": "examples without a valid label skipped",
     "degenerate_box": "boxes without area dropped",
     "box_clipped": "boxes clipped to the image",
+    "bad_mask": "annotations without a usable mask dropped",
+    "bad_polygon": "malformed polygons left out of masks",
+    "self_intersecting": "self-intersecting polygons filled even-odd",
+    "mask_clipped": "masks clipped to the image",
     "converted_to_rgb": "images converted to RGB",
     "no_annotations": "images without annotations kept as negatives",
 }
@@ -149,7 +153,7 @@ def decode_image(data: bytes, name: str, stats: DataStats) -> np.ndarray | None:
 
 
 def repair_boxes(boxes: np.ndarray, labels: np.ndarray, is_crowd: np.ndarray, names: list[str], limits,
-                 stats: DataStats, num_classes: int | None = None, units: str = ""):
+                 stats: DataStats, num_classes: int | None = None, units: str = "", masks=None):
     """Clips boxes to the image and drops the ones without area, with a bad label or with non-finite values.
 
     Args:
@@ -160,9 +164,11 @@ def repair_boxes(boxes: np.ndarray, labels: np.ndarray, is_crowd: np.ndarray, na
         stats: Where repairs are counted.
         num_classes: Labels must be below it (when given) and never negative.
         units: " px" (appended to the printed image size) or "normalised" (limits (1, 1)).
+        masks: `[G, ...]` masks (an array, or a list of RLE counts), one per box, kept with their boxes.
 
     Returns:
-        (boxes float32 [K, 4], labels int64 [K], is_crowd bool [K]) of the boxes kept, clipped.
+        (boxes float32 [K, 4], labels int64 [K], is_crowd bool [K]) of the boxes kept, clipped; with `masks`,
+        their masks as a fourth element (an array, or a list).
     """
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     labels = np.asarray(labels, np.int64).reshape(-1)
@@ -185,13 +191,18 @@ def repair_boxes(boxes: np.ndarray, labels: np.ndarray, is_crowd: np.ndarray, na
                 stats.record("box_clipped", names[k], f"box {shown} clipped to the {image}")
             continue
         keep[k] = False
-    return clipped[keep].astype(np.float32), labels[keep], is_crowd[keep]
+    kept = clipped[keep].astype(np.float32), labels[keep], is_crowd[keep]
+    if masks is None:
+        return kept
+    return (*kept, masks[keep] if isinstance(masks, np.ndarray) else [m for m, k in zip(masks, keep) if k])
 
 
 def skipped(task: str) -> tuple:
     """The `(ok=False, ...)` result of a guarded read that skips its example: empty arrays of the layout's dtypes
-    and ranks (detection: ok, image, image id, boxes, labels, is_crowd; classification: ok, image, label)."""
+    and ranks (detection: ok, image, image id, boxes, labels, is_crowd; instance_segmentation: those and masks
+    uint8 [G, H, W, 1]; classification: ok, image, label)."""
     image = np.zeros((0, 0, 3), np.uint8)
-    if task == "detection":
-        return (False, image, np.int64(-1), np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
-    return False, image, np.int64(-1)
+    if task == "classification":
+        return False, image, np.int64(-1)
+    boxes = (False, image, np.int64(-1), np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
+    return boxes if task == "detection" else (*boxes, np.zeros((0, 0, 0, 1), np.uint8))

@@ -257,7 +257,7 @@ def test_bad_coco_data_is_skipped_or_repaired_counted_and_named(bad_coco, caplog
     assert loaded.stats.as_dict() == {
         "missing_image": 1, "corrupt_image": 1, "size_mismatch": 0, "bad_record": 0, "bad_annotation": 0,
         "unknown_category": 1, "missing_label": 0, "degenerate_box": 1, "box_clipped": 1, "converted_to_rgb": 4,
-        "no_annotations": 1}
+        "no_annotations": 1, "bad_mask": 0, "bad_polygon": 0, "self_intersecting": 0, "mask_clipped": 0}
     summary = loaded.stats.summary()
     assert "1 undecodable images skipped" in summary and "4 images converted to RGB" in summary
     assert "\n" not in summary
