@@ -20,8 +20,11 @@ $(VENV)/.stamp: setup.py requirements-dev.txt
 	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
+# pytest-xdist: one worker per core (most of a test's time is single-threaded graph building). TEST_WORKERS=0 runs
+# everything in this process.
+TEST_WORKERS ?= 2
 test: venv
-	$(PYTEST) -m "not slow" tests
+	$(PYTEST) -n $(TEST_WORKERS) -m "not slow" tests
 
 # pytest exits 5 when nothing is selected; no slow tests yet is not a failure.
 test-slow: venv

@@ -26,11 +26,14 @@ setuptools.setup(
         "pillow",
     ],
     extras_require={
+        # `spinenet_tf.litert` (tflite/evaluate.py, tflite/benchmark.py) runs .tflite files with LiteRT.
+        "litert": ["ai-edge-litert"],
         "dev": [
             "pytest",
+            "pytest-xdist",  # `make test` runs on both cores
             "tf-models-official==2.20.0",  # the oracle: Google's SpineNet, only for parity tests and benchmarks
             "ai-edge-litert",
-            "mediapipe",
+            "mediapipe",  # the Android-side client (ObjectDetector) in the TFLite tests
         ],
     },
     license="Apache-2.0",

@@ -18,6 +18,8 @@ What it offers:
         every layer nested inside `layer` (blocks inside a model, convs and batch norms inside a block).
     run_train(*flags) / train_command / train_env, TINY_DETECTOR_FLAGS
         `python -m spinenet_tf.train` in a subprocess, and the flags of a tiny detector run on the built-in data.
+    slow_unless(names, fast)
+        parametrize values where only the `fast` ones run in `make test`: the big variants go to `make test-slow`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,21 @@ from collections.abc import Iterator, Sequence
 
 import keras
 import numpy as np
+import pytest
+
+
+# The variants whose Model Garden parity tests take seconds, not a minute, on 2 cores: they run in `make test`;
+# SpineNet-96/143/143L/190 (same code paths, more blocks) run in `make test-slow` to keep CI near 15 minutes.
+FAST_VARIANTS = ("49s", "49", "mobile-49xs", "mobile-49s", "mobile-49")
+
+
+def slow_unless(values: Sequence, fast: Sequence[str] = FAST_VARIANTS, key=lambda value: value) -> list:
+    """`pytest.param`s of `values`, marked slow unless the variant of `key(value)` (what follows "spinenet-" in
+    "retinanet-spinenet-mobile-49s") is one of `fast`."""
+    def is_fast(value) -> bool:
+        return key(value).partition("spinenet-")[2] in fast
+    return [pytest.param(*(value if isinstance(value, tuple) else (value,)),
+                         marks=() if is_fast(value) else pytest.mark.slow) for value in values]
 
 
 def _to_numpy(x) -> np.ndarray:

@@ -101,12 +101,11 @@ def restore_model(model: keras.Model, model_dir: str | None = None, checkpoint: 
         raise ValueError(f"{model_dir}: no checkpoint in {os.path.join(model_dir or '', CHECKPOINT_DIR)}")
     if not tf.io.gfile.exists(path + ".index"):
         raise ValueError(f"{path}: not a checkpoint (no {os.path.basename(path)}.index)")
-    status = tf.train.Checkpoint(model=model).restore(path)
     try:
+        # A variable that already exists is restored inside restore() itself, so a shape mismatch raises there.
+        status = tf.train.Checkpoint(model=model).restore(path)
         status.expect_partial().assert_existing_objects_matched()
-    except AssertionError as error:
-        raise ValueError(f"{path}: does not match {model.name}: {str(error).splitlines()[0]}") from None
-    except (ValueError, tf.errors.InvalidArgumentError) as error:
+    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as error:
         raise ValueError(f"{path}: does not match {model.name}: {str(error).splitlines()[0]}") from None
     return path
 

@@ -49,6 +49,7 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 # --- learning ---------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # ~2 CPU minutes; `make test` keeps the detector's learning test (tests/detection/retinanet_test.py)
 def test_learns_drawn_shapes_with_the_papers_improved_protocol():
     images, labels = draw_shapes(6, 128)
     x = testing.normalize(images)
