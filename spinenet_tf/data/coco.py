@@ -6,6 +6,10 @@
 the names of the file; image ids are kept. What the index repairs (`bad_data`): boxes clipped to the image,
 boxes without area, unknown category ids and malformed entries dropped, images without annotations kept as
 negatives; at read time a missing, undecodable or wrongly sized image is skipped.
+
+Built `with_masks`, the index also holds each kept annotation's `segmentation` (polygons or RLE, crowd ones
+included) checked, repaired and rasterised once into a compressed RLE (`instance_masks`); annotations without a
+usable mask are dropped. `read` then expands the image's RLEs to masks.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from spinenet_tf.data import bad_data
+from spinenet_tf.data import bad_data, instance_masks
 
 
 class CocoFormatError(ValueError):
@@ -41,6 +45,7 @@ class CocoIndex:
         labels: int64 [M] class indices; `is_crowd`: bool [M].
         class_names, category_ids: By class index; class k is category `category_ids[k]`.
         events: (kind, item, message) of what indexing skipped or repaired, for each load's `DataStats`.
+        masks: Built `with_masks`: [M] compressed RLE counts of each box's mask at its image's size; else None.
     """
 
     annotation_file: str
@@ -54,26 +59,35 @@ class CocoIndex:
     class_names: tuple[str, ...]
     category_ids: tuple[int, ...]
     events: tuple[tuple[str, str, str | None], ...]
+    masks: tuple[bytes, ...] | None = None
+
+    @property
+    def task(self) -> str:
+        return "detection" if self.masks is None else "instance_segmentation"
 
     def read(self, position, stats: bad_data.DataStats) -> tuple:
-        """Image `position` as the guarded step's `(ok, image, image_id, boxes, labels, is_crowd)` (numpy)."""
+        """Image `position` as the guarded step's `(ok, image, image_id, boxes, labels, is_crowd)` (numpy), and
+        `masks` uint8 [G, H, W, 1] (0 or 255) when the index has masks."""
         i = int(position)
         path = self.paths[i]
         try:
             data = bad_data.read_file(path)
         except (OSError, tf.errors.OpError) as e:
             stats.record("missing_image", path, f"cannot read the image file ({type(e).__name__}); skipped")
-            return bad_data.skipped("detection")
+            return bad_data.skipped(self.task)
         image = bad_data.decode_image(data, path, stats)
         if image is None:
-            return bad_data.skipped("detection")
+            return bad_data.skipped(self.task)
         height, width = self.sizes[i]
         if image.shape[:2] != (height, width):
             stats.record("size_mismatch", path, f"the image is {image.shape[0]}x{image.shape[1]} but "
                          f"{os.path.basename(self.annotation_file)} says {height}x{width}; skipped")
-            return bad_data.skipped("detection")
+            return bad_data.skipped(self.task)
         boxes = slice(self.offsets[i], self.offsets[i + 1])
-        return True, image, self.image_ids[i], self.boxes[boxes], self.labels[boxes], self.is_crowd[boxes]
+        example = (True, image, self.image_ids[i], self.boxes[boxes], self.labels[boxes], self.is_crowd[boxes])
+        if self.masks is None:
+            return example
+        return (*example, instance_masks.decode_rles(self.masks[boxes], int(height), int(width)))
 
 
 class _EventLog:
@@ -138,8 +152,12 @@ def _categories(data: dict, annotation_file: str) -> tuple[tuple[int, ...], dict
     return tuple(sorted(names_by_id)), names_by_id
 
 
-def build_index(annotation_file: str, image_dir: str) -> CocoIndex:
+def build_index(annotation_file: str, image_dir: str, with_masks: bool = False) -> CocoIndex:
     """Parses and checks a COCO annotation file (see the module docstring for what is repaired).
+
+    Args:
+        annotation_file, image_dir: The JSON file and the folder its `file_name`s are relative to.
+        with_masks: Also rasterise each annotation's `segmentation` (`CocoIndex.masks`).
 
     Raises:
         CocoFormatError: The file is not JSON, has no `images` list or no usable `categories`.
@@ -157,7 +175,8 @@ def build_index(annotation_file: str, image_dir: str) -> CocoIndex:
 
     log = _EventLog()
     images = _index_images(data["images"], image_dir, log)
-    found = collections.defaultdict(list)   # image id -> [(name, pixel box (ymin, xmin, ymax, xmax), class, crowd)]
+    found = collections.defaultdict(list)   # image id -> [(name, pixel box (ymin, xmin, ymax, xmax), class, crowd,
+    #                                                  mask RLE or None)]
     for position, annotation in enumerate(data.get("annotations") or []):
         if not isinstance(annotation, dict):
             log.record("bad_annotation", f"annotations[{position}]", "not an object; dropped")
@@ -174,14 +193,21 @@ def build_index(annotation_file: str, image_dir: str) -> CocoIndex:
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
             log.record("bad_annotation", name, f"bbox {bbox!r} is not [x, y, width, height]; dropped")
             continue
+        mask = None
+        if with_masks:
+            _, height, width = images[image_id]
+            mask = instance_masks.coco_segmentation_to_rle(annotation.get("segmentation"), height, width, name, log)
+            if mask is None:
+                continue
         x, y, w, h = bbox
-        found[image_id].append((name, (y, x, y + h, x + w), class_of[category], bool(annotation.get("iscrowd", 0))))
+        found[image_id].append((name, (y, x, y + h, x + w), class_of[category], bool(annotation.get("iscrowd", 0)),
+                                mask))
 
-    paths, image_ids, sizes, offsets, boxes, labels, crowds = [], [], [], [0], [], [], []
+    paths, image_ids, sizes, offsets, boxes, labels, crowds, masks = [], [], [], [0], [], [], [], []
     for image_id, (path, height, width) in images.items():
-        names, pixel_boxes, classes, crowd = zip(*found[image_id]) if found[image_id] else ((), (), (), ())
-        kept_boxes, kept_labels, kept_crowd = bad_data.repair_boxes(pixel_boxes, classes, crowd, list(names),
-                                                                    (height, width), log, units=" px")
+        names, pixel_boxes, classes, crowd, rles = zip(*found[image_id]) if found[image_id] else ((),) * 5
+        kept_boxes, kept_labels, kept_crowd, kept_rles = bad_data.repair_boxes(
+            pixel_boxes, classes, crowd, list(names), (height, width), log, units=" px", masks=list(rles))
         if not len(kept_labels):
             log.record("no_annotations", path)
         paths.append(path)
@@ -190,6 +216,7 @@ def build_index(annotation_file: str, image_dir: str) -> CocoIndex:
         boxes.append(kept_boxes / np.array([height, width, height, width], np.float32))
         labels.append(kept_labels)
         crowds.append(kept_crowd)
+        masks.extend(kept_rles)
         offsets.append(offsets[-1] + len(kept_labels))
     return CocoIndex(
         annotation_file=annotation_file, paths=tuple(paths), image_ids=np.array(image_ids, np.int64),
@@ -197,23 +224,24 @@ def build_index(annotation_file: str, image_dir: str) -> CocoIndex:
         boxes=np.concatenate([np.zeros((0, 4), np.float32), *boxes]).astype(np.float32),
         labels=np.concatenate([np.zeros(0, np.int64), *labels]).astype(np.int64),
         is_crowd=np.concatenate([np.zeros(0, bool), *crowds]).astype(bool),
-        class_names=tuple(names_by_id[c] for c in category_ids), category_ids=category_ids, events=tuple(log.events))
+        class_names=tuple(names_by_id[c] for c in category_ids), category_ids=category_ids, events=tuple(log.events),
+        masks=tuple(masks) if with_masks else None)
 
 
-_INDICES: dict[tuple, CocoIndex] = {}   # (file, image_dir, mtime, size) -> index: a rewritten file is indexed anew
+_INDICES: dict[tuple, CocoIndex] = {}   # (file, image_dir, mtime, size, with_masks) -> index; a new file version: anew
 _INDICES_LOCK = threading.Lock()
 _MAX_INDICES = 4
 
 
-def cached_index(annotation_file: str, image_dir: str) -> tuple[CocoIndex, bool]:
+def cached_index(annotation_file: str, image_dir: str, with_masks: bool = False) -> tuple[CocoIndex, bool]:
     """`build_index`, once per process and file version (a training run loads its source more than once; large
     files take long to parse); also whether this call built it, so its events are logged the first time only."""
     stat = tf.io.gfile.stat(annotation_file)
-    key = (annotation_file, image_dir, stat.mtime_nsec, stat.length)
+    key = (annotation_file, image_dir, stat.mtime_nsec, stat.length, with_masks)
     with _INDICES_LOCK:
         if key in _INDICES:
             return _INDICES[key], False
-    index = build_index(annotation_file, image_dir)
+    index = build_index(annotation_file, image_dir, with_masks)
     with _INDICES_LOCK:
         while len(_INDICES) >= _MAX_INDICES:
             _INDICES.pop(next(iter(_INDICES)))

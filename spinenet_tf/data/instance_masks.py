@@ -106,8 +106,9 @@ def _clip_to_box(points: np.ndarray, low: tuple[float, float], high: tuple[float
     return points
 
 
-def _polygons_to_rle(polygons: list, height: int, width: int, name: str, log) -> dict | None:
-    """Checked polygons -> one merged pycocotools RLE, or None when no polygon is usable."""
+def _polygons_to_rle(polygons: list, height: int, width: int, name: str, log) -> tuple[dict | None, list[int]]:
+    """Checked polygons -> (one merged pycocotools RLE or None when no polygon is usable, the polygons that reach
+    past the image)."""
     usable, clipped = [], []
     for k, polygon in enumerate(polygons):
         item = f"{name} polygon {k}"
@@ -129,13 +130,10 @@ def _polygons_to_rle(polygons: list, height: int, width: int, name: str, log) ->
                 if len(points) < 3:
                     continue
         usable.append(points.reshape(-1).tolist())
-    if clipped:
-        log.record("mask_clipped", name, f"polygon{'s' if len(clipped) > 1 else ''} {', '.join(map(str, clipped))} "
-                   f"reach{'es' if len(clipped) == 1 else ''} past the {height}x{width} px image; clipped to it")
     if not usable:
-        return None
+        return None, clipped
     # One polygon at a time: frPyObjects reads a list whose first entry has 4 numbers as boxes.
-    return mask_utils.merge([mask_utils.frPyObjects([polygon], height, width)[0] for polygon in usable])
+    return mask_utils.merge([mask_utils.frPyObjects([polygon], height, width)[0] for polygon in usable]), clipped
 
 
 def _rle_to_rle(rle: dict, height: int, width: int, name: str, log) -> dict | None:
@@ -181,8 +179,9 @@ def coco_segmentation_to_rle(segmentation, height: int, width: int, name: str, l
         pycocotools' compressed counts (bytes) of a mask with at least one pixel, or None (recorded as
         `bad_mask`) when there is no usable mask.
     """
+    clipped = []
     if isinstance(segmentation, list) and segmentation and all(isinstance(p, list) for p in segmentation):
-        rle = _polygons_to_rle(segmentation, height, width, name, log)
+        rle, clipped = _polygons_to_rle(segmentation, height, width, name, log)
         if rle is None:
             log.record("bad_mask", name, "no usable polygon; dropped")
             return None
@@ -197,6 +196,9 @@ def coco_segmentation_to_rle(segmentation, height: int, width: int, name: str, l
     if not mask_utils.area(rle):
         log.record("bad_mask", name, f"the mask has no pixel inside the {height}x{width} px image; dropped")
         return None
+    if clipped:
+        log.record("mask_clipped", name, f"polygon{'s' if len(clipped) > 1 else ''} {', '.join(map(str, clipped))} "
+                   f"reach{'es' if len(clipped) == 1 else ''} past the {height}x{width} px image; clipped to it")
     return rle["counts"]
 
 

@@ -13,12 +13,19 @@ ONE layout per task, the TFDS `coco/2017` one that `DetectionInput` parses:
     detection:       {"image": uint8 [H, W, 3], "image/id": int64,
                       "objects": {"bbox": float32 [G, 4] normalised (ymin, xmin, ymax, xmax),
                                   "label": int64 [G] class index, "is_crowd": bool [G]}}
+    instance_segmentation: detection's, and "objects": {..., "segmentation": uint8 [G, H, W, 1]}, each box's
+                     instance mask, 0 or 255 (TFDS `lvis`'s layout): COCO JSON polygons or RLE, Model Garden's
+                     `image/object/mask` PNGs, TFDS `objects/segmentation`, the built-in generator's exact masks.
+                     Crowd annotations are kept (with `is_crowd`): the input pipeline leaves them out of training
+                     targets and keeps them for evaluation.
     classification:  {"image": uint8 [H, W, 3], "label": int64}
 
 Bad data never ends a run (`bad_data`): file-based sources decode in one guarded step that skips missing or
 undecodable images, converts other colour modes to RGB, clips boxes and drops degenerate ones, unknown categories
 and malformed annotations, each counted once in the load's `DataStats` and logged once with its file, record or
-annotation id. The built-in source needs no decoding. Bad flags stop in `parse` with one line naming the flag.
+annotation id; masks too (`instance_masks`: bad polygons left out, self-intersecting ones filled even-odd,
+masks clipped to the image, annotations without a usable mask dropped). The built-in source needs no decoding.
+Bad flags stop in `parse` with one line naming the flag.
 
 Image ids: COCO JSON keeps its own; TFRecords use `image/source_id` when it is an integer, else -1 (the COCO
 evaluator then numbers the images itself); TFDS uses `image/id` when the dataset has one, else -1.
@@ -33,7 +40,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from spinenet_tf.data import bad_data, coco, tfrecord
+from spinenet_tf.data import bad_data, coco, instance_masks, tfrecord
 from spinenet_tf.data.bad_data import TASKS, DataStats
 
 SPEC_FORMS = ("builtin:shapes[:split]", "tfds:NAME[:split]", "coco:ANNOTATIONS.json:IMAGE_DIR", "tfrecord:GLOB")
@@ -213,7 +220,7 @@ def load(source: Source, task: str, *, training: bool, seed: int | None = None,
 
     Args:
         source: From `parse`.
-        task: "detection" or "classification".
+        task: "detection", "instance_segmentation" (detection with masks) or "classification".
         training: Shuffle the order of files (TFRecord, TFDS) or of examples (COCO JSON, built-in), anew each epoch.
             Examples are not shuffled across files, repeated or batched: that is the caller's pipeline.
         seed: Makes the shuffles (and the order of parallel decoding) reproducible; None: nondeterministic order.
@@ -249,15 +256,19 @@ def _shard_and_shuffle(dataset: tf.data.Dataset, count: int, reading: _Reading) 
     return dataset
 
 
-def _detection_example(ok, image, image_id, boxes, labels, is_crowd) -> dict:
-    """numpy_function outputs -> the detection layout, with static ranks."""
+def _detection_example(ok, image, image_id, boxes, labels, is_crowd, *masks) -> dict:
+    """numpy_function outputs -> the detection (or, with masks, instance_segmentation) layout, static ranks."""
     del ok
     image.set_shape([None, None, 3])
     image_id.set_shape([])
     boxes.set_shape([None, 4])
     labels.set_shape([None])
     is_crowd.set_shape([None])
-    return {"image": image, "image/id": image_id, "objects": {"bbox": boxes, "label": labels, "is_crowd": is_crowd}}
+    objects = {"bbox": boxes, "label": labels, "is_crowd": is_crowd}
+    for segmentation in masks:
+        segmentation.set_shape([None, None, None, 1])
+        objects["segmentation"] = segmentation
+    return {"image": image, "image/id": image_id, "objects": objects}
 
 
 def _classification_example(ok, image, label) -> dict:
@@ -268,13 +279,14 @@ def _classification_example(ok, image, label) -> dict:
 
 
 _DETECTION_TYPES = (tf.bool, tf.uint8, tf.int64, tf.float32, tf.int64, tf.bool)
-_CLASSIFICATION_TYPES = (tf.bool, tf.uint8, tf.int64)
+_TYPES = {"detection": _DETECTION_TYPES, "instance_segmentation": (*_DETECTION_TYPES, tf.uint8),
+          "classification": (tf.bool, tf.uint8, tf.int64)}
 
 
 def _guarded(dataset: tf.data.Dataset, read_fn, reading: _Reading) -> tf.data.Dataset:
     """Maps `read_fn` (numpy in, `(ok, ...)` out, never raising) over `dataset` and keeps the `ok` examples."""
-    detection = reading.task == "detection"
-    types = _DETECTION_TYPES if detection else _CLASSIFICATION_TYPES
+    detection = reading.task != "classification"
+    types = _TYPES[reading.task]
 
     def read(*inputs):
         ok, *outputs = tf.numpy_function(read_fn, list(inputs), types)
@@ -317,14 +329,16 @@ def _read_builtin(source: Source, reading: _Reading) -> tuple[tf.data.Dataset, D
 
     split, start, stop = _builtin_range(source)
     indices = _shard_and_shuffle(tf.data.Dataset.range(start, stop), stop - start, reading)
-    if reading.task == "detection":
-        features = builtin_shapes.detection_features_fn(split)
+    if reading.task != "classification":
+        with_masks = reading.task == "instance_segmentation"
+        features = builtin_shapes.detection_features_fn(split, with_masks=with_masks)
+        keys = ("bbox", "label", "is_crowd") + (("segmentation",) if with_masks else ())
 
         def to_example(index):
             example = features(index)
             objects = example["objects"]
             return {"image": example["image"], "image/id": example["image/id"],
-                    "objects": {key: objects[key] for key in ("bbox", "label", "is_crowd")}}
+                    "objects": {key: objects[key] for key in keys}}
     else:
         to_example = builtin_shapes.classification_features_fn(split)
     dataset = indices.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=reading.deterministic)
@@ -336,11 +350,12 @@ def _read_builtin(source: Source, reading: _Reading) -> tuple[tf.data.Dataset, D
 # === coco:ANNOTATIONS.json:IMAGE_DIR ===
 
 def _read_coco(source: Source, reading: _Reading) -> tuple[tf.data.Dataset, DataInfo]:
-    if reading.task != "detection":
+    if reading.task == "classification":
         raise source.error("COCO annotation files hold detection data; for classification use builtin:, tfds: "
                            "or tfrecord:")
     try:
-        index, new = coco.cached_index(source.annotation_file, source.image_dir)
+        index, new = coco.cached_index(source.annotation_file, source.image_dir,
+                                       with_masks=reading.task == "instance_segmentation")
     except coco.CocoFormatError as e:
         raise source.error(str(e)) from None
     for kind, item, message in index.events:
@@ -406,10 +421,15 @@ def _tfds_label_feature(source: Source, features, task: str):
 
     if "image" not in features or not isinstance(features["image"], tfds.features.Image):
         raise source.error(f"TFDS dataset {source.name} has no 'image' feature")
-    if task == "detection":
+    if task != "classification":
         objects = getattr(features["objects"], "feature", {}) if "objects" in features else {}
         if "bbox" not in objects or "label" not in objects:
             raise source.error(f"TFDS dataset {source.name} has no objects/bbox and objects/label for detection")
+        masks = objects["segmentation"] if "segmentation" in objects else None
+        if task == "instance_segmentation" and not isinstance(masks, tfds.features.Image):
+            # TFDS coco/2017 has none: its builder keeps boxes only.
+            raise source.error(f"TFDS dataset {source.name} has no objects/segmentation (instance masks); for COCO "
+                               "masks read its instances_*.json with coco:ANNOTATIONS.json:IMAGE_DIR")
         return objects["label"]
     if "label" not in features:
         raise source.error(f"TFDS dataset {source.name} has no 'label' for classification")
@@ -423,14 +443,19 @@ def _read_tfds(source: Source, reading: _Reading) -> tuple[tf.data.Dataset, Data
     _check_tfds_split(source, builder)
     features = builder.info.features
     label_feature = _tfds_label_feature(source, features, reading.task)
-    detection = reading.task == "detection"
-    # Only the features we use are decoded (no masks), and the image not at all: the guarded step decodes it.
+    detection = reading.task != "classification"
+    with_masks = reading.task == "instance_segmentation"
+    # Only the features we use are decoded, and images and masks not at all: the guarded step decodes them.
+    object_keys = ("bbox", "label", "is_crowd") + (("segmentation",) if with_masks else ())
     wanted = {"image": True, "label": True} if not detection else {
-        "image": True, "objects": {key: True for key in ("bbox", "label", "is_crowd") if key in features["objects"]}}
+        "image": True, "objects": {key: True for key in object_keys if key in features["objects"]}}
     for key in ("image/id", "image/filename"):
         if detection and key in features:
             wanted[key] = True
-    decoders = tfds.decode.PartialDecoding(wanted, decoders={"image": tfds.decode.SkipDecoding()})
+    skip = {"image": tfds.decode.SkipDecoding()}
+    if with_masks:
+        skip["objects"] = {"segmentation": tfds.decode.SkipDecoding()}
+    decoders = tfds.decode.PartialDecoding(wanted, decoders=skip)
     read_config = tfds.ReadConfig(shuffle_seed=reading.seed, add_tfds_id=True,
                                   input_context=reading.input_context if reading.num_shards > 1 else None)
     try:
@@ -446,21 +471,28 @@ def _read_tfds(source: Source, reading: _Reading) -> tuple[tf.data.Dataset, Data
         return f"{source.name}:{source.split} {tfds_id.decode()}" + (f" ({file_name})" if file_name else "")
 
     if detection:
-        def read(tfds_id, data, image_id, file_name, boxes, labels, crowd):
+        def read(tfds_id, data, image_id, file_name, boxes, labels, crowd, *encoded_masks):
             name = name_of(tfds_id, file_name)
             image = bad_data.decode_image(data, name, stats)
             if image is None:
-                return bad_data.skipped("detection")
-            kept = bad_data.repair_boxes(boxes, labels, crowd, [f"{name} box {k}" for k in range(len(labels))],
-                                         (1, 1), stats, reading.num_classes, units="normalised")
-            return (True, image, np.int64(image_id), *kept)
+                return bad_data.skipped(reading.task)
+            names = [f"{name} box {k}" for k in range(len(labels))]
+            masks = None
+            if with_masks:
+                masks, kept = instance_masks.decode_png_masks(list(encoded_masks[0]), *image.shape[:2], names, stats)
+                boxes, labels, crowd = boxes[kept], labels[kept], crowd[kept]
+                names = [n for n, k in zip(names, kept) if k]
+            repaired = bad_data.repair_boxes(boxes, labels, crowd, names, (1, 1), stats, reading.num_classes,
+                                             units="normalised", masks=masks)
+            return (True, image, np.int64(image_id), *repaired)
 
         def inputs(example):
             objects = example["objects"]
             no_crowd = tf.zeros_like(objects["label"], tf.bool)
+            masks = (objects["segmentation"],) if with_masks else ()
             return (example["tfds_id"], example["image"], example.get("image/id", tf.constant(-1, tf.int64)),
                     example.get("image/filename", tf.constant("")), objects["bbox"], objects["label"],
-                    objects.get("is_crowd", no_crowd))
+                    objects.get("is_crowd", no_crowd), *masks)
     else:
         def read(tfds_id, data, label):
             name = name_of(tfds_id, b"")

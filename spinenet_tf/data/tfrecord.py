@@ -6,6 +6,7 @@ The keys are those of Model Garden's decoders (`official/vision/dataloaders/tf_e
     image/encoded, image/format, image/height, image/width, image/source_id
     detection:       image/object/bbox/{ymin,xmin,ymax,xmax} (normalised), image/object/class/label,
                      image/object/is_crowd, image/object/area, image/object/class/text
+    instance_segmentation: those and image/object/mask, one PNG per instance (0/1 values, the image's size)
     classification:  image/class/label
 
 Labels are used as written. Model Garden's COCO records hold COCO category ids (1-90), so a model reading them
@@ -23,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from spinenet_tf.data import bad_data
+from spinenet_tf.data import bad_data, instance_masks
 
 
 def parse_tf_example(file_name, position, record, *, task: str, stats: bad_data.DataStats,
@@ -36,7 +37,8 @@ def parse_tf_example(file_name, position, record, *, task: str, stats: bad_data.
     Args:
         file_name, position: Where the record is, for the log ("train-00001 record 17 (source_id 42)").
         record: The serialized tf.Example.
-        task: "detection" -> (ok, image, image_id, boxes, labels, is_crowd); "classification" -> (ok, image, label).
+        task: "detection" -> (ok, image, image_id, boxes, labels, is_crowd); "instance_segmentation" -> those and
+            masks uint8 [G, H, W, 1] (0 or 255) from `image/object/mask`; "classification" -> (ok, image, label).
             The image id is `image/source_id` when it is an integer, else -1.
         stats: Where skips and repairs are counted.
         num_classes: Labels at or above it count as unknown (dropped boxes; skipped classification examples).
@@ -75,11 +77,22 @@ def parse_tf_example(file_name, position, record, *, task: str, stats: bad_data.
         stats.record("bad_annotation", name, "image/object/bbox/*, class/label and is_crowd have different lengths "
                      f"({', '.join(str(len(c)) for c in [*coordinates, labels, crowd])}); skipped")
         return bad_data.skipped(task)
-    boxes, labels, crowd = bad_data.repair_boxes(np.array(coordinates, np.float64).T.reshape(-1, 4), labels, crowd,
-                                                 [f"{name} box {k}" for k in range(len(labels))], (1, 1), stats,
-                                                 num_classes, units="normalised")
+    boxes = np.array(coordinates, np.float64).T.reshape(-1, 4)
+    names = [f"{name} box {k}" for k in range(len(labels))]
+    masks = None
+    if task == "instance_segmentation":
+        encoded_masks = values("image/object/mask", "bytes_list")
+        if len(encoded_masks) != len(labels):
+            stats.record("bad_annotation", name, f"{len(labels)} boxes but {len(encoded_masks)} image/object/mask "
+                         "entries; skipped")
+            return bad_data.skipped(task)
+        masks, kept = instance_masks.decode_png_masks(encoded_masks, *image.shape[:2], names, stats)
+        boxes, labels, crowd = boxes[kept], np.asarray(labels, np.int64)[kept], np.asarray(crowd, np.int64)[kept]
+        names = [n for n, k in zip(names, kept) if k]
+    repaired = bad_data.repair_boxes(boxes, labels, crowd, names, (1, 1), stats, num_classes, units="normalised",
+                                     masks=masks)
     image_id = int(source_id) if re.fullmatch(r"-?\d{1,18}", source_id) else -1
-    return True, image, np.int64(image_id), boxes, labels, crowd
+    return (True, image, np.int64(image_id), *repaired)
 
 
 def _int64_list(values) -> tf.train.Feature:
@@ -108,8 +121,10 @@ def tf_example(example: dict, task: str, *, image_format: str = "png", class_nam
 
     Detection: image/encoded, image/format, image/height, image/width, image/source_id (the image id),
     image/object/bbox/{ymin,xmin,ymax,xmax} (normalised), image/object/class/label, image/object/is_crowd,
-    image/object/area (pixels) and, with `class_names`, image/object/class/text. Classification: image/encoded,
-    image/format, image/height, image/width, image/class/label.
+    image/object/area (pixels) and, with `class_names`, image/object/class/text. Instance segmentation: those and
+    image/object/mask (a 0/1 PNG of each `objects/segmentation` mask; the area is then its pixel count, as in
+    Model Garden's COCO converter). Classification: image/encoded, image/format, image/height, image/width,
+    image/class/label.
     """
     image = np.asarray(example["image"], np.uint8)
     height, width = image.shape[:2]
@@ -131,8 +146,12 @@ def tf_example(example: dict, task: str, *, image_format: str = "png", class_nam
             feature[f"image/object/bbox/{key}"] = _float_list(boxes[:, k])
         feature["image/object/class/label"] = _int64_list(labels)
         feature["image/object/is_crowd"] = _int64_list(crowd)
-        feature["image/object/area"] = _float_list((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-                                                   * height * width)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) * height * width
+        if task == "instance_segmentation":
+            masks = np.asarray(objects["segmentation"]).reshape(len(labels), height, width)
+            feature["image/object/mask"] = _bytes_list([instance_masks.encode_png_mask(m) for m in masks])
+            area = np.count_nonzero(masks, axis=(1, 2))
+        feature["image/object/area"] = _float_list(area)
         if class_names:
             feature["image/object/class/text"] = _bytes_list([class_names[c].encode() for c in labels])
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
@@ -145,7 +164,7 @@ def write_tfrecord(examples: Iterable[dict], path: str | os.PathLike, task: str,
     Args:
         examples: Dicts of numpy arrays or tensors in the layout of the module docstring.
         path: The file, or with `num_shards > 1` the prefix of `path-00000-of-00004`-style files.
-        task: "detection" or "classification".
+        task: "detection", "instance_segmentation" (also writes the masks) or "classification".
         num_shards: Files to spread the examples over, round robin.
         image_format: "png" (lossless: read back, the pixels are the same) or "jpeg" (quality 95).
         class_names: Written as image/object/class/text (detection).
@@ -173,12 +192,13 @@ def write_tfrecord(examples: Iterable[dict], path: str | os.PathLike, task: str,
 
 
 def coco_to_tfrecord(annotation_file: str, image_dir: str, path: str | os.PathLike, *, num_shards: int = 1,
-                     image_format: str = "jpeg") -> list[str]:
+                     image_format: str = "jpeg", task: str = "detection") -> list[str]:
     """Converts a COCO annotation file and its images to TFRecords, checked and repaired as the `coco:` source
-    reads them; class labels are the contiguous class indices, class/text the category names."""
+    reads them; class labels are the contiguous class indices, class/text the category names. With
+    `task="instance_segmentation"` the records also hold each instance's mask (image/object/mask)."""
     from spinenet_tf.data import sources  # sources reads TFRecords through this module
 
     loaded = sources.load(sources.parse(f"coco:{annotation_file}:{image_dir}", flag="coco_to_tfrecord"),
-                          "detection", training=False)
-    return write_tfrecord(loaded.dataset.as_numpy_iterator(), path, "detection", num_shards=num_shards,
+                          task, training=False)
+    return write_tfrecord(loaded.dataset.as_numpy_iterator(), path, task, num_shards=num_shards,
                           image_format=image_format, class_names=loaded.info.class_names)

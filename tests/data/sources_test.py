@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 from spinenet_tf.data import builtin_shapes as bs
 from spinenet_tf.data import detection_input as di
@@ -460,10 +461,12 @@ def test_num_classes_drops_labels_beyond_it(tmp_path):
 
 # === tfds:NAME[:split] (tfds.testing.mock_data; no data is downloaded) ===
 
-def _coco_as_dataset(count, corrupt_index=None):
-    """A `mock_data(as_dataset_fn=...)` that serves generator examples through TFDS coco/2017's real features:
-    encoded by `FeaturesDict.encode_example` and decoded by `decode_example` with the caller's decoders, as TFDS
-    does with its records (the default mock draws object fields of unequal lengths, which coco/2017 never has)."""
+def _coco_as_dataset(count, corrupt_index=None, corrupt_mask_index=None):
+    """A `mock_data(as_dataset_fn=...)` that serves generator examples through the dataset's real TFDS features
+    (coco/2017's, lvis's): encoded by `FeaturesDict.encode_example` and decoded by `decode_example` with the
+    caller's decoders, as TFDS does with its records (the default mock draws object fields of unequal lengths,
+    which these datasets never have). Features the dataset lacks are left out (lvis: is_crowd, image/filename);
+    `corrupt_mask_index` breaks the PNG of that example's first mask."""
 
     def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
         del kwargs
@@ -478,15 +481,23 @@ def _coco_as_dataset(count, corrupt_index=None):
         def generate():
             for index in range(count):
                 example = bs.generate_example(index, "validation", SIZE)
-                encoded = full.encode_example({
+                values = {
                     "image": example["image"], "image/id": example["image_id"],
                     "image/filename": f"{example['image_id']:012d}.jpg",
+                    "neg_category_ids": [], "not_exhaustive_category_ids": [],
                     "objects": {"bbox": example["boxes"] / SIZE, "label": example["classes"],
                                 "is_crowd": np.zeros(len(example["classes"]), bool),
                                 "area": example["masks"].sum(axis=(1, 2)),
-                                "id": np.arange(len(example["classes"]))}})
+                                "id": np.arange(len(example["classes"])),
+                                "segmentation": example["masks"][..., None] * np.uint8(255)}}
+                values = {key: value for key, value in values.items() if key in full}
+                values["objects"] = {key: value for key, value in values["objects"].items()
+                                     if key in full["objects"].feature}
+                encoded = full.encode_example(values)
                 if index == corrupt_index:
                     encoded["image"] = b"\xff\xd8\xff\xe0 truncated"
+                if index == corrupt_mask_index:
+                    encoded["objects"]["segmentation"][0] = b"\x89PNG broken"
                 yield pick(encoded, serialized)
 
         specs = tf.nest.map_structure(lambda info: tf.TensorSpec(info.shape, info.tf_dtype), serialized)
@@ -560,8 +571,9 @@ def _detection_sources(tmp_path):
 
 
 def test_every_detection_source_feeds_detection_input(tmp_path):
-    # One layout: the four sources concatenate into one dataset, and one parser serves them all.
-    config = di.DetectionInputConfig((128, 128), max_instances=8)
+    # One layout: the four sources concatenate into one dataset, and one parser serves them all. No scale jitter:
+    # at a random 0.5x, about 3% of these images keep no object large enough to match an anchor.
+    config = di.DetectionInputConfig((128, 128), max_instances=8, aug_scale_min=1.0, aug_scale_max=1.0)
     anchors = anchors_lib.concat_anchors(anchors_lib.generate_anchors(3, 7, 3, [0.5, 1.0, 2.0], 4.0, (128, 128)))
     parser = di.DetectionInput(config, anchors)
     with tfds.testing.mock_data(as_dataset_fn=_coco_as_dataset(2)):
@@ -580,6 +592,254 @@ def test_every_detection_source_feeds_detection_input(tmp_path):
         np.testing.assert_allclose(labels["gt_boxes"][b, :count].numpy(), expected["boxes"], atol=1e-4, err_msg=spec)
         np.testing.assert_array_equal(labels["gt_classes"][b, :count].numpy(), expected["classes"], err_msg=spec)
         assert np.all(labels["gt_classes"][b, count:].numpy() == -1), spec
+
+
+# === Instance masks (task "instance_segmentation") ===
+
+def _assert_masks_of_generator(example, index, size, split="validation"):
+    """Boxes, labels and masks are the generator's, masks exactly (0 or 255)."""
+    expected = bs.generate_example(index, split, size)
+    np.testing.assert_array_equal(example["objects"]["bbox"] * size, expected["boxes"])
+    np.testing.assert_array_equal(example["objects"]["label"], expected["classes"])
+    masks = example["objects"]["segmentation"]
+    assert masks.dtype == np.uint8 and masks.shape == (len(expected["classes"]), size, size, 1)
+    np.testing.assert_array_equal(masks[..., 0], expected["masks"] * 255)
+
+
+def test_every_source_yields_the_generators_masks(tmp_path):
+    # builtin: the generator itself; coco: compressed RLE of its masks; tfrecord: image/object/mask PNGs written
+    # by coco_to_tfrecord from that JSON; tfds: lvis's objects/segmentation PNGs.
+    bs.write_coco_json("validation", tmp_path / "a.json", tmp_path / "images", num_examples=3, image_size=SIZE)
+    files = tfrecord.coco_to_tfrecord(str(tmp_path / "a.json"), str(tmp_path / "images"), tmp_path / "r.tfrecord",
+                                      image_format="png", task="instance_segmentation")
+    specs = [("builtin:shapes:validation[:3]", BUILTIN_SIZE), (_coco_spec(tmp_path, "a.json"), SIZE),
+             (f"tfrecord:{files[0]}", SIZE), ("tfds:lvis:validation", SIZE)]
+    with tfds.testing.mock_data(as_dataset_fn=_coco_as_dataset(3)):
+        for spec, size in specs:
+            loaded = sources.load(sources.parse(spec), "instance_segmentation", training=False)
+            spec_objects = loaded.dataset.element_spec["objects"]
+            assert set(spec_objects) == {"bbox", "label", "is_crowd", "segmentation"}, spec
+            assert spec_objects["segmentation"].dtype == tf.uint8 and spec_objects["segmentation"].shape.rank == 4
+            examples = _examples(loaded.dataset)
+            assert len(examples) == 3, spec
+            for index, example in enumerate(examples):
+                _assert_masks_of_generator(example, index, size)
+            assert loaded.stats.summary() == "", spec
+            # Boxes-only loads of the same sources carry no masks.
+            assert "segmentation" not in sources.load(sources.parse(spec), "detection",
+                                                      training=False).dataset.element_spec["objects"]
+
+
+def _polygon_coco(tmp_path, annotations, count=2):
+    """Generator images with hand-written annotations (category 1)."""
+    (tmp_path / "images").mkdir(exist_ok=True)
+    images = []
+    for index in range(count):
+        example = bs.generate_example(index, "validation", SIZE)
+        Image.fromarray(example["image"]).save(tmp_path / "images" / f"{index}.png")
+        images.append({"id": index + 1, "file_name": f"{index}.png", "height": SIZE, "width": SIZE})
+    coco = {"images": images, "categories": [{"id": 1, "name": "thing"}], "annotations": annotations}
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    return coco, f"coco:{tmp_path / 'a.json'}:{tmp_path / 'images'}"
+
+
+def _annotation(annotation_id, image_id, segmentation, iscrowd=0, bbox=None):
+    """A COCO annotation; its bbox and area are pycocotools' of the segmentation unless `bbox` is given."""
+    area = 0
+    if bbox is None:
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, SIZE, SIZE)) if isinstance(segmentation, list) \
+            else mask_utils.frPyObjects(segmentation, SIZE, SIZE)
+        bbox, area = mask_utils.toBbox(rle).tolist(), int(mask_utils.area(rle))
+    return {"id": annotation_id, "image_id": image_id, "category_id": 1, "iscrowd": iscrowd, "bbox": bbox,
+            "area": area, "segmentation": segmentation}
+
+
+def _column_runs(mask):
+    """COCO's uncompressed RLE counts of a mask, by numpy (column-major runs, starting with zeros)."""
+    flat = mask.flatten(order="F")
+    edges = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+    return ([] if flat[0] == 0 else [0]) + np.diff(edges).tolist()
+
+
+def test_coco_polygons_and_crowd_rle_are_the_annotations_rasterisation(tmp_path):
+    star = [64, 10, 74, 40, 105, 40, 80, 58, 90, 90, 64, 70, 38, 90, 48, 58, 23, 40, 54, 40]
+    crowd = np.zeros((SIZE, SIZE), np.uint8)
+    crowd[5:30, 90:125] = 1
+    crowd[100:120, 0:20] = 1
+    square = np.zeros((SIZE, SIZE), np.uint8)
+    square[70:100, 20:60] = 1
+    _, spec = _polygon_coco(tmp_path, [
+        _annotation(1, 1, [star, [100, 100, 120, 100, 120, 125, 100, 125]]),
+        _annotation(2, 1, {"size": [SIZE, SIZE], "counts": _column_runs(crowd)}, iscrowd=1),
+        _annotation(3, 2, [[20, 70, 60, 70, 60, 100, 20, 100]])])
+    loaded = sources.load(sources.parse(spec), "instance_segmentation", training=False)
+    first, second = _examples(loaded.dataset)
+    star_mask = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([star], SIZE, SIZE)))
+    rectangle = np.zeros((SIZE, SIZE), np.uint8)
+    rectangle[100:125, 100:120] = 1
+    np.testing.assert_array_equal(first["objects"]["segmentation"][..., 0] // 255,
+                                  [np.maximum(star_mask, rectangle), crowd])
+    np.testing.assert_array_equal(first["objects"]["is_crowd"], [False, True])
+    np.testing.assert_array_equal(second["objects"]["segmentation"][..., 0] // 255, [square])
+    assert loaded.stats.summary() == ""
+
+
+@pytest.fixture()
+def bad_mask_coco(tmp_path):
+    """One good polygon, and one defect per annotation after it (see the test)."""
+    good = [10, 10, 40, 10, 40, 30, 10, 30]
+    bow_tie = [60, 60, 90, 90, 90, 60, 60, 90]
+    annotations = [
+        _annotation(1, 1, [good]),
+        _annotation(2, 1, [[1, 2, 3, 4], good], bbox=[10, 10, 30, 20]),             # a 2-point polygon left out
+        _annotation(3, 1, [bow_tie]),                                               # self-intersecting, kept
+        _annotation(4, 1, [[100, 100, 140, 100, 140, 120, 100, 120]], bbox=[100, 100, 40, 20]),  # past the edge
+        _annotation(5, 1, [], bbox=[5, 5, 10, 10]),                                 # no segmentation
+        _annotation(6, 1, {"size": [SIZE, SIZE], "counts": [10, 20]}, bbox=[5, 5, 10, 10]),   # runs too short
+        _annotation(7, 2, {"size": [64, 64], "counts": [4096]}, bbox=[5, 5, 10, 10]),          # another size
+        _annotation(8, 2, {"size": [SIZE, SIZE], "counts": "!!bad"}, bbox=[5, 5, 10, 10]),      # not RLE
+        _annotation(9, 2, [[200, 200, 220, 200, 220, 220]], bbox=[5, 5, 10, 10]),   # all outside the image
+        _annotation(10, 2, [good], iscrowd=1),
+    ]
+    return _polygon_coco(tmp_path, annotations)
+
+
+def test_bad_coco_masks_are_repaired_or_dropped_counted_and_named(bad_mask_coco, caplog):
+    caplog.set_level(logging.WARNING)
+    coco, spec = bad_mask_coco
+    loaded = sources.load(sources.parse(spec), "instance_segmentation", training=False)
+    epochs = [_examples(loaded.dataset) for _ in range(2)]
+    first, second = epochs[0]
+    good = np.zeros((SIZE, SIZE), np.uint8)
+    good[10:30, 10:40] = 1
+    bow_tie = mask_utils.decode(mask_utils.frPyObjects([coco["annotations"][2]["segmentation"][0]], SIZE, SIZE)[0])
+    past = np.zeros((SIZE, SIZE), np.uint8)
+    past[100:120, 100:128] = 1
+    np.testing.assert_array_equal(first["objects"]["segmentation"][..., 0] // 255, [good, good, bow_tie, past])
+    np.testing.assert_array_equal(second["objects"]["segmentation"][..., 0] // 255, [good])   # the crowd one
+    np.testing.assert_array_equal(second["objects"]["is_crowd"], [True])
+    counts = loaded.stats.as_dict()
+    assert (counts["bad_polygon"], counts["self_intersecting"], counts["mask_clipped"], counts["bad_mask"],
+            counts["box_clipped"]) == (1, 1, 1, 5, 1)
+    messages = _warnings(caplog)
+
+    def one_line(*fragments):
+        return len([m for m in messages if all(f in m for f in fragments)]) == 1
+
+    assert one_line("annotation 2 (0.png) polygon 0", "4 coordinates")
+    assert one_line("annotation 3 (0.png) polygon 0", "self-intersects")
+    assert one_line("annotation 4 (0.png)", "polygon 0 reaches past the 128x128 px image; clipped")
+    assert one_line("annotation 5 (0.png)", "segmentation is none")
+    assert one_line("annotation 6 (0.png)", "RLE runs add up to 30 pixels")
+    assert one_line("annotation 7 (1.png)", "RLE size [64, 64] is not the image's [128, 128]")
+    assert one_line("annotation 8 (1.png)", "not a compressed RLE string")
+    assert one_line("annotation 9 (1.png)", "no pixel inside the 128x128 px image")
+    # The same file read for boxes only keeps every box and looks at no mask.
+    boxes_only = sources.load(sources.parse(spec), "detection", training=False)
+    assert [len(e["objects"]["label"]) for e in _examples(boxes_only.dataset)] == [6, 4]
+    assert not any(boxes_only.stats.count(kind) for kind in ("bad_mask", "bad_polygon", "self_intersecting",
+                                                             "mask_clipped"))
+
+
+def _mask_records(count=5):
+    generated = [bs.generate_example(i, "validation", SIZE) for i in range(count)]
+    examples = [{"image": e["image"], "image/id": e["image_id"],
+                 "objects": {"bbox": e["boxes"] / SIZE, "label": e["classes"], "is_crowd": np.zeros(len(e["classes"])),
+                             "segmentation": e["masks"][..., None]}} for e in generated]
+    return generated, [tfrecord.tf_example(example, "instance_segmentation") for example in examples]
+
+
+def test_bad_tfrecord_masks_are_skipped_counted_and_named(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    generated, records = _mask_records()
+    ids = [e["image_id"] for e in generated]
+    # 1: one mask fewer than boxes (record skipped); 2: mask 0 undecodable, mask 1 of another size (instances
+    # dropped); 3: no masks at all (skipped, but fine for a boxes-only load).
+    def edit(k, change):
+        example = tf.train.Example.FromString(records[k])
+        change(example.features.feature["image/object/mask"].bytes_list.value)
+        records[k] = example.SerializeToString()
+
+    edit(1, lambda masks: masks.pop())
+    edit(2, lambda masks: (masks.__setitem__(0, b"\x89PNG broken"),
+                           masks.__setitem__(1, _png_bytes(np.ones((SIZE, SIZE // 2), np.uint8)))))
+    edit(3, lambda masks: masks.__delitem__(slice(None)))
+    with tf.io.TFRecordWriter(str(tmp_path / "m.tfrecord")) as writer:
+        for record in records:
+            writer.write(record)
+    spec = f"tfrecord:{tmp_path / 'm.tfrecord'}"
+    loaded = sources.load(sources.parse(spec), "instance_segmentation", training=False)
+    read = _by_id(_examples(loaded.dataset))
+    assert sorted(read) == [ids[0], ids[2], ids[4]]
+    _assert_masks_of_generator(read[ids[0]], 0, SIZE)
+    _assert_masks_of_generator(read[ids[4]], 4, SIZE)
+    expected = bs.generate_example(2, "validation", SIZE)
+    np.testing.assert_array_equal(read[ids[2]]["objects"]["segmentation"][..., 0], expected["masks"][2:] * 255)
+    np.testing.assert_array_equal(read[ids[2]]["objects"]["bbox"] * SIZE, expected["boxes"][2:])
+    assert (loaded.stats.count("bad_annotation"), loaded.stats.count("bad_mask")) == (2, 2)
+    messages = _warnings(caplog)
+    path = str(tmp_path / "m.tfrecord")
+    count = len(generated[1]["classes"])
+    assert any(f"{path} record 1 (source_id {ids[1]})" in m and f"{count} boxes but {count - 1} image/object/mask"
+               in m for m in messages)
+    assert any(f"record 2 (source_id {ids[2]}) box 0" in m and "cannot decode the mask" in m for m in messages)
+    assert any(f"record 2 (source_id {ids[2]}) box 1" in m and "the mask is 128x64" in m for m in messages)
+    assert any(f"record 3 (source_id {ids[3]})" in m and "but 0 image/object/mask" in m for m in messages)
+    assert len(_examples(sources.load(sources.parse(spec), "detection", training=False).dataset)) == 5
+
+
+@pytest.mark.oracle
+def test_tfrecord_masks_are_model_gardens(tmp_path):
+    """Model Garden's COCO converter (create_tf_example, include_masks) writes records whose masks we read as the
+    annotations' rasterisation; our records decode with MG's TfExampleDecoder(include_mask=True) to the
+    generator's masks."""
+    from official.vision.data import create_coco_tf_record
+    from official.vision.dataloaders import tf_example_decoder
+
+    crowd = np.zeros((SIZE, SIZE), np.uint8)
+    crowd[40:60, 70:110] = 1
+    polygons = [[10, 10, 40, 12, 30, 50, 12, 40], [60, 5, 90, 5, 75, 30]]
+    coco, _ = _polygon_coco(tmp_path, [_annotation(1, 1, [polygons[0]]), _annotation(2, 1, [polygons[1]]),
+                                       _annotation(3, 1, {"size": [SIZE, SIZE], "counts": _column_runs(crowd)},
+                                                   iscrowd=1)], count=1)
+    example, skipped = create_coco_tf_record.create_tf_example(
+        coco["images"][0], [str(tmp_path / "images")], bbox_annotations=coco["annotations"],
+        id_to_name_map={1: "thing"}, include_masks=True)
+    assert skipped == 0
+    tfrecord_file = tmp_path / "mg.tfrecord"
+    with tf.io.TFRecordWriter(str(tfrecord_file)) as writer:
+        writer.write(example.SerializeToString())
+    (read,) = _examples(sources.load(sources.parse(f"tfrecord:{tfrecord_file}"), "instance_segmentation",
+                                     training=False).dataset)
+    expected = [mask_utils.decode(mask_utils.frPyObjects([p], SIZE, SIZE)[0]) for p in polygons] + [crowd]
+    np.testing.assert_array_equal(read["objects"]["segmentation"][..., 0] // 255, expected)
+    np.testing.assert_array_equal(read["objects"]["is_crowd"], [False, False, True])
+
+    generated, records = _mask_records(2)
+    decoder = tf_example_decoder.TfExampleDecoder(include_mask=True)
+    for record, truth in zip(records, generated):
+        decoded = decoder.decode(tf.constant(record))
+        np.testing.assert_array_equal(decoded["groundtruth_instance_masks"].numpy(), truth["masks"])
+        np.testing.assert_array_equal(decoded["groundtruth_area"].numpy(), truth["masks"].sum(axis=(1, 2)))
+
+
+def test_tfds_masks_bad_pngs_are_dropped_and_coco_2017_has_none(caplog):
+    caplog.set_level(logging.WARNING)
+    with tfds.testing.mock_data(as_dataset_fn=_coco_as_dataset(2, corrupt_mask_index=1)):
+        loaded = sources.load(sources.parse("tfds:lvis:validation"), "instance_segmentation", training=False)
+        first, second = _examples(loaded.dataset)
+        with pytest.raises(ValueError, match=r"^--eval_data='tfds:coco/2017': TFDS dataset coco/2017 has no "
+                                             r"objects/segmentation \(instance masks\); for COCO masks read its "
+                                             r"instances_\*.json with coco:ANNOTATIONS.json:IMAGE_DIR$"):
+            sources.load(sources.parse("tfds:coco/2017", flag="--eval_data"), "instance_segmentation",
+                         training=False)
+    _assert_masks_of_generator(first, 0, SIZE)
+    expected = bs.generate_example(1, "validation", SIZE)
+    np.testing.assert_array_equal(second["objects"]["segmentation"][..., 0], expected["masks"][1:] * 255)
+    np.testing.assert_array_equal(second["objects"]["bbox"] * SIZE, expected["boxes"][1:])
+    assert loaded.stats.count("bad_mask") == 1
+    assert any("lvis:validation coco-validation.tfrecord__1 box 0" in m and "cannot decode the mask" in m
+               for m in _warnings(caplog))
 
 
 # === Bad specs: one line naming the flag ===
