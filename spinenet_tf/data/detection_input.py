@@ -7,6 +7,13 @@ horizontal flip and scale jitter, 0.5-2.0 by default). TensorFlow ops only, for 
 Examples come in the TFDS `coco/2017` layout, which every data source of ours produces:
 `{"image": uint8 [H, W, 3], "image/id": int64, "objects": {"bbox": float32 [G, 4] normalised (ymin, xmin, ymax,
 xmax), "label": int64 [G], "is_crowd": bool [G]}}`.
+
+Instance masks (`include_masks`, for Mask R-CNN; `objects/segmentation` uint8 [G, H, W, 1] from
+`sources.load(..., "instance_segmentation")`) follow Model Garden's `maskrcnn_input.py`: each mask is cropped to
+its (augmented) box and resized to `mask_crop_size` squared, sampling the original mask, so no full-size mask is
+ever flipped or resized. Unlike MG's `tf.image.crop_and_resize` (samples on the box corners), the samples are the
+centres of the M x M cells that tile the box, the convention of `maskrcnn_targets.crop_masks_in_boxes`, which
+resamples these crops inside the RoIs; `paste_masks` is the inverse.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ class DetectionInputConfig:
         label_offset: Added to dataset labels to get the head's class channel (0 by default; 1 leaves channel 0
             unused, as Model Garden's COCO heads do).
         positive_threshold, negative_threshold: Anchor matching IoUs (paper: 0.5 / 0.4).
+        include_masks: Crop the examples' instance masks into their boxes (`augment`, `instance_train_fn`,
+            `eval_fn`); examples must have `objects/segmentation`.
+        mask_crop_size: M, the side of the cropped masks (MG: 112).
     """
 
     image_size: tuple[int, int]
@@ -48,6 +58,8 @@ class DetectionInputConfig:
     label_offset: int = 0
     positive_threshold: float = 0.5
     negative_threshold: float = 0.4
+    include_masks: bool = False
+    mask_crop_size: int = 112
 
 
 def normalize_image(image: tf.Tensor) -> tf.Tensor:
@@ -96,6 +108,88 @@ def to_original_pixels(boxes, image_info) -> np.ndarray:
     return (np.asarray(boxes) + np.tile(image_info[3], 2)) / np.tile(image_info[2], 2)
 
 
+def crop_masks(masks: tf.Tensor, boxes: tf.Tensor, size: int) -> tf.Tensor:
+    """Instance masks cropped to their boxes and resized: bilinear samples at the centres of the `size x size` cells
+    that tile each box, coordinates clamped to the mask (its edge pixels extend outwards).
+
+    Args:
+        masks: `[G, H, W, 1]` (or `[G, H, W]`) masks, nonzero inside the instance (0/255 or 0/1).
+        boxes: `[G, 4]` `[ymin, xmin, ymax, xmax]` in the masks' pixels, pixel-edge coordinates (pixel (r, c)
+            covers [r, r + 1) x [c, c + 1)).
+        size: M.
+
+    Returns:
+        float32 `[G, M, M]` in [0, 1].
+    """
+    shape = tf.shape(masks)
+    count, height, width = shape[0], shape[1], shape[2]
+    boxes = tf.cast(boxes, tf.float32)
+    steps = (tf.range(size, dtype=tf.float32) + 0.5) / size
+
+    def grid(start, stop, limit):
+        # Pixel-edge coordinate of each cell centre -> pixel index coordinate (centre of pixel i is i + 0.5).
+        position = start[:, None] + steps[None] * (stop - start)[:, None] - 0.5
+        position = tf.clip_by_value(position, 0.0, tf.cast(limit - 1, tf.float32))
+        low = tf.floor(position)
+        high = tf.minimum(low + 1.0, tf.cast(limit - 1, tf.float32))
+        return tf.cast(low, tf.int32), tf.cast(high, tf.int32), position - low
+
+    y0, y1, wy = grid(boxes[:, 0], boxes[:, 2], height)
+    x0, x1, wx = grid(boxes[:, 1], boxes[:, 3], width)
+    flat = tf.reshape(masks, [count, -1])
+
+    def sample(rows, cols):   # [G, M, M] mask values at rows x cols, 1 inside the instance
+        index = rows[:, :, None] * width + cols[:, None, :]
+        values = tf.gather(flat, tf.reshape(index, [count, -1]), batch_dims=1)
+        return tf.reshape(tf.cast(values > 0, tf.float32), [count, size, size])
+
+    wy, wx = wy[:, :, None], wx[:, None, :]
+    top = sample(y0, x0) * (1.0 - wx) + sample(y0, x1) * wx
+    bottom = sample(y1, x0) * (1.0 - wx) + sample(y1, x1) * wx
+    return top * (1.0 - wy) + bottom * wy
+
+
+def paste_masks(masks, boxes, height: int, width: int, threshold: float = 0.5) -> np.ndarray:
+    """Inverse of `crop_masks` (numpy, for evaluation): box-frame masks -> binary masks of a `height x width` image.
+
+    Args:
+        masks: `[G, M, M]` values in [0, 1] (cropped ground truth, or the mask head's probabilities).
+        boxes: `[G, 4]` the boxes they fill, in the target image's pixels (pixel-edge coordinates).
+        height, width: The target image's size.
+        threshold: A pixel is in the mask when the bilinear sample at its centre is at least this.
+
+    Returns:
+        uint8 `[G, height, width]`, 1 inside; zero outside each box.
+    """
+    masks, boxes = np.asarray(masks, np.float32), np.asarray(boxes, np.float64).reshape(-1, 4)
+    size = masks.shape[-1]
+    pasted = np.zeros((len(boxes), height, width), np.uint8)
+    for k, (ymin, xmin, ymax, xmax) in enumerate(boxes):
+        if ymax <= ymin or xmax <= xmin:
+            continue
+        rows = np.arange(max(int(np.floor(ymin)), 0), min(int(np.ceil(ymax)), height))
+        cols = np.arange(max(int(np.floor(xmin)), 0), min(int(np.ceil(xmax)), width))
+        if not len(rows) or not len(cols):
+            continue
+
+        def cells(pixels, start, stop):   # pixel centres -> cell coordinates, as `crop_masks` places its samples
+            position = np.clip((pixels + 0.5 - start) / (stop - start) * size - 0.5, 0.0, size - 1.0)
+            low = np.floor(position).astype(int)
+            return low, np.minimum(low + 1, size - 1), position - low
+
+        y0, y1, wy = cells(rows, ymin, ymax)
+        x0, x1, wx = cells(cols, xmin, xmax)
+        mask = masks[k]
+        wy, wx = wy[:, None], wx[None, :]
+        value = ((mask[y0][:, x0] * (1 - wx) + mask[y0][:, x1] * wx) * (1 - wy)
+                 + (mask[y1][:, x0] * (1 - wx) + mask[y1][:, x1] * wx) * wy)
+        # Pixels whose centre is outside the box stay empty.
+        inside = (((rows + 0.5 >= ymin) & (rows + 0.5 < ymax))[:, None]
+                  & ((cols + 0.5 >= xmin) & (cols + 0.5 < xmax))[None, :])
+        pasted[k, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = (value >= threshold) & inside
+    return pasted
+
+
 def _pad(tensor: tf.Tensor, size: int, value) -> tf.Tensor:
     tensor = tensor[:size]
     padding = [[0, size - tf.shape(tensor)[0]]] + [[0, 0]] * (tensor.shape.rank - 1)
@@ -118,23 +212,33 @@ class DetectionInput:
         self.config = config
         self.anchor_boxes = np.asarray(anchor_boxes, np.float32)
 
+    def _masks(self, example):
+        if "segmentation" not in example["objects"]:
+            raise ValueError("DetectionInputConfig.include_masks: the examples have no objects/segmentation; load "
+                             "the source with task 'instance_segmentation'")
+        return example["objects"]["segmentation"]
+
     def _ground_truth(self, example, training: bool):
+        """(pixel boxes, classes, masks or None) of the original image; crowd ones dropped in training."""
         objects = example["objects"]
         height = tf.cast(tf.shape(example["image"])[0], tf.float32)
         width = tf.cast(tf.shape(example["image"])[1], tf.float32)
         boxes = tf.reshape(tf.cast(objects["bbox"], tf.float32), [-1, 4]) * tf.stack([height, width, height, width])
         classes = tf.cast(objects["label"], tf.int32) + self.config.label_offset
+        masks = self._masks(example) if self.config.include_masks else None
         if training and self.config.skip_crowd and "is_crowd" in objects:
             keep = tf.logical_not(tf.cast(objects["is_crowd"], tf.bool))
             boxes, classes = tf.boolean_mask(boxes, keep), tf.boolean_mask(classes, keep)
-        return boxes, classes
+            if masks is not None:
+                masks = tf.boolean_mask(masks, keep)
+        return boxes, classes, masks
 
-    def augment(self, example):
-        """Flip, scale-jitter, crop and pad one example: (image [H, W, 3] float 0-255, boxes [M, 4] in model-input
-        pixels, classes [M]), padded to `max_instances` with zero boxes and class -1."""
+    def _augment(self, example):
+        """`augment` before padding, with `image_info`."""
         config = self.config
         image = example["image"]
-        boxes, classes = self._ground_truth(example, training=True)
+        boxes, classes, masks = self._ground_truth(example, training=True)
+        flip = None
         if config.horizontal_flip:
             flip = tf.random.uniform([]) > 0.5
             width = tf.cast(tf.shape(image)[1], tf.float32)
@@ -146,11 +250,47 @@ class DetectionInput:
         # Boxes cropped away (or degenerate after clipping) are dropped, as Model Garden's parser does.
         keep = tf.logical_and(boxes[:, 2] > boxes[:, 0], boxes[:, 3] > boxes[:, 1])
         boxes, classes = tf.boolean_mask(boxes, keep), tf.boolean_mask(classes, keep)
-        return image, _pad(boxes, config.max_instances, 0.0), _pad(classes, config.max_instances, -1)
+        if masks is not None:
+            # Each box back in the original image (the visible part of the instance), unflipped: the crop of the
+            # unflipped mask in the mirrored box, columns reversed, is the crop of the flipped mask.
+            source = (boxes + tf.tile(info[3], [2])) / tf.tile(info[2], [2])
+            if flip is not None:
+                width = tf.cast(tf.shape(example["image"])[1], tf.float32)
+                mirrored = tf.stack([source[:, 0], width - source[:, 3], source[:, 2], width - source[:, 1]], axis=1)
+                source = tf.where(flip, mirrored, source)
+            masks = crop_masks(tf.boolean_mask(masks, keep), source, config.mask_crop_size)
+            if flip is not None:
+                masks = tf.cond(flip, lambda: tf.reverse(masks, axis=[2]), lambda: masks)
+        return image, info, boxes, classes, masks
+
+    def augment(self, example):
+        """Flip, scale-jitter, crop and pad one example: (image [H, W, 3] float 0-255, boxes [M, 4] in model-input
+        pixels, classes [M]), padded to `max_instances` with zero boxes and class -1; with `include_masks`, also
+        masks float32 [M, S, S] in [0, 1] (`crop_masks` of each augmented box, zeros for padding)."""
+        config = self.config
+        image, _, boxes, classes, masks = self._augment(example)
+        padded = image, _pad(boxes, config.max_instances, 0.0), _pad(classes, config.max_instances, -1)
+        return padded if masks is None else (*padded, _pad(masks, config.max_instances, 0.0))
+
+    def instance_train_fn(self, example):
+        """One training example for Mask R-CNN (`include_masks`) -> (normalised image, labels), Model Garden's
+        `maskrcnn_input` training labels without the RPN targets (`maskrcnn_targets.rpn_targets` builds them per
+        batch): `gt_boxes` [N, 4] in model-input pixels, padded with -1 (so padding never joins the RoIs);
+        `gt_classes` [N] int32, padded with -1; `gt_masks` float32 [N, S, S], each mask cropped to its box, zeros
+        for padding; `image_info` [4, 2]. N = max_instances, S = mask_crop_size; crowd instances are left out
+        (`skip_crowd`). Class 0 is Mask R-CNN's background: set `label_offset=1`."""
+        config = self.config
+        if not config.include_masks:
+            raise ValueError("instance_train_fn needs DetectionInputConfig(include_masks=True)")
+        image, info, boxes, classes, masks = self._augment(example)
+        labels = {"gt_boxes": _pad(boxes, config.max_instances, -1.0),
+                  "gt_classes": _pad(classes, config.max_instances, -1),
+                  "gt_masks": _pad(masks, config.max_instances, 0.0), "image_info": info}
+        return normalize_image(image), labels
 
     def train_fn(self, example):
         """One training example -> (normalised image [H, W, 3], targets dict of `assign_targets`)."""
-        image, boxes, classes = self.augment(example)
+        image, boxes, classes, *_ = self.augment(example)
         targets = targets_lib.assign_targets(self.anchor_boxes, boxes, classes,
                                              positive_threshold=self.config.positive_threshold,
                                              negative_threshold=self.config.negative_threshold)
@@ -158,13 +298,17 @@ class DetectionInput:
 
     def eval_fn(self, example):
         """One evaluation example -> (normalised image, labels) with the image id, `image_info` and padded
-        ground truth in original-image pixels (for COCO evaluation)."""
+        ground truth in original-image pixels (for COCO evaluation), crowd instances included (`gt_is_crowd`);
+        with `include_masks`, `gt_masks` float32 [N, S, S] cropped to the original-pixel boxes (`paste_masks`
+        puts them back)."""
         config = self.config
         image, info = resize_and_pad(example["image"], config.image_size)
-        boxes, classes = self._ground_truth(example, training=False)
+        boxes, classes, masks = self._ground_truth(example, training=False)
         labels = {"image_id": tf.cast(example.get("image/id", -1), tf.int64), "image_info": info,
                   "gt_boxes": _pad(boxes, config.max_instances, 0.0),
                   "gt_classes": _pad(classes, config.max_instances, -1)}
         if "is_crowd" in example["objects"]:
             labels["gt_is_crowd"] = _pad(tf.cast(example["objects"]["is_crowd"], tf.int32), config.max_instances, 0)
+        if masks is not None:
+            labels["gt_masks"] = _pad(crop_masks(masks, boxes, config.mask_crop_size), config.max_instances, 0.0)
         return normalize_image(image), labels
