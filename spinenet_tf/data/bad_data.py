@@ -5,6 +5,7 @@ Every file-based reader of `spinenet_tf.data.sources` decodes images in one guar
 `tf.data`: a missing or undecodable image is skipped; grayscale, palette, RGBA, CMYK and 16-bit images become RGB;
 boxes past the image edge are clipped; boxes with no area after clipping, unknown labels and non-finite boxes are
 dropped. Each item is counted once in a `DataStats` and logged once (absl), naming the file, record or annotation.
+Instance masks (task "instance_segmentation") have their own kinds, repaired or dropped by `instance_masks`.
 
 Why PIL and not `tf.io.decode_image` plus `Dataset.ignore_errors`: a TF decode error cannot be caught inside the
 graph, and `ignore_errors` drops the element without saying which file it was or counting it; PIL also says which

@@ -26,17 +26,12 @@ What is repaired or skipped (`bad_data.DataStats` kinds, one line each naming th
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
 _SELF_INTERSECTION_CHUNK = 256  # edges per block of the pairwise test, to bound its memory on long polygons
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _rle_string_counts(counts: bytes) -> list[int] | None:
@@ -64,26 +59,32 @@ def _rle_string_counts(counts: bytes) -> list[int] | None:
     return runs
 
 
+def _straddles(starts: np.ndarray, steps: np.ndarray, vertices: np.ndarray, following: np.ndarray) -> np.ndarray:
+    """`[E, V]`: whether the line of edge e (start + t * step) has vertex v and the vertex after it strictly on
+    opposite sides."""
+    def side(points):
+        return np.sign(steps[:, None, 0] * (points[None, :, 1] - starts[:, None, 1])
+                       - steps[:, None, 1] * (points[None, :, 0] - starts[:, None, 0]))
+
+    return side(vertices) * side(following) < 0
+
+
 def _self_intersects(points: np.ndarray) -> bool:
     """Whether two non-adjacent edges of the closed polygon `points` `[N, 2]` cross (touching does not count)."""
     count = len(points)
     if count < 4:
         return False
-    starts, ends = points, np.roll(points, -1, axis=0)
-
-    def orientation(a, b, c):
-        return (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0])
-
-    others = np.arange(count)
+    following = np.concatenate([points[1:], points[:1]])     # edge k runs from vertex k to vertex k + 1
+    steps = following - points
     for first in range(0, count, _SELF_INTERSECTION_CHUNK):
-        i = np.arange(first, min(first + _SELF_INTERSECTION_CHUNK, count))[:, None]
-        a, b = starts[i], ends[i]                                   # [n, 1, 2]
-        c, d = starts[None], ends[None]                             # [1, N, 2]
-        crossing = ((orientation(a, b, c) * orientation(a, b, d) < 0)
-                    & (orientation(c, d, a) * orientation(c, d, b) < 0))
-        # Each pair once, not with itself or a neighbour (which share a vertex).
-        pairs = (others[None] > i + 1) & ~((i == 0) & (others[None] == count - 1))
-        if np.any(crossing & pairs):
+        rows = slice(first, min(first + _SELF_INTERSECTION_CHUNK, count))
+        # Edges i (rows) and j cross when each one's line separates the other's two ends.
+        crossing = (_straddles(points[rows], steps[rows], points, following)
+                    & _straddles(points, steps, points[rows], following[rows]).T)
+        i, j = np.arange(rows.start, rows.stop)[:, None], np.arange(count)[None]
+        # Each pair once, not an edge with itself or a neighbour (which share a vertex).
+        crossing &= (j > i + 1) & ~((i == 0) & (j == count - 1))
+        if crossing.any():
             return True
     return False
 
@@ -112,14 +113,17 @@ def _polygons_to_rle(polygons: list, height: int, width: int, name: str, log) ->
     usable, clipped = [], []
     for k, polygon in enumerate(polygons):
         item = f"{name} polygon {k}"
-        if not isinstance(polygon, list) or not all(_is_number(v) for v in polygon):
+        # One C-speed check of the numbers (COCO files hold millions): strings, booleans, None, nested lists
+        # give another dtype than int or float.
+        values = np.asarray(polygon) if isinstance(polygon, list) else None
+        if values is None or values.ndim != 1 or values.dtype.kind not in "iuf" or not np.all(np.isfinite(values)):
             log.record("bad_polygon", item, "has non-numeric or non-finite coordinates; left out of the mask")
             continue
-        if len(polygon) < 6 or len(polygon) % 2:
-            log.record("bad_polygon", item, f"has {len(polygon)} coordinates, not an even count of at least 6 "
+        if len(values) < 6 or len(values) % 2:
+            log.record("bad_polygon", item, f"has {len(values)} coordinates, not an even count of at least 6 "
                        "(3 points); left out of the mask")
             continue
-        points = np.asarray(polygon, np.float64).reshape(-1, 2)
+        points = values.astype(np.float64).reshape(-1, 2)
         if _self_intersects(points):
             log.record("self_intersecting", item, "self-intersects; filled even-odd, as pycocotools rasterises it")
         if np.any(points < 0) or np.any(points > [width, height]):

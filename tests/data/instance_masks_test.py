@@ -123,6 +123,19 @@ def test_self_intersecting_polygons_are_kept_filled_even_odd():
     assert log.records == []
 
 
+@pytest.mark.parametrize("count", [40, 700])   # one block of the pairwise edge test, and several
+def test_self_intersection_is_found_in_long_polygons(count):
+    angles = np.linspace(0, 2 * np.pi, count, endpoint=False)
+    circle = np.stack([20 + 15 * np.cos(angles), 20 + 15 * np.sin(angles)], axis=1)
+    assert not im._self_intersects(circle)
+    crossed = circle.copy()
+    crossed[[3, count // 2]] = crossed[[count // 2, 3]]   # two far vertices swapped: their edges now cross
+    assert im._self_intersects(crossed)
+    folded = circle.copy()
+    folded[count - 5:] = folded[count - 5:][::-1]        # the last few vertices reversed: a fold near vertex 0
+    assert im._self_intersects(folded)
+
+
 def test_polygons_past_the_image_are_clipped_as_pycocotools_rasterises_them():
     past = [-10, -5, 70, 10, 50, 50, 5, 30]
     mask, log = _mask([past, _rectangle(3, 2, 9, 7)])
