@@ -1,0 +1,94 @@
+"""Tests of `spinenet_tf.detection.maskrcnn_training`: the training forward pass and total loss of Mask R-CNN."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import spinenet_tf
+from spinenet_tf.detection import maskrcnn_training
+
+# SpineNet-49S shrunk, narrow heads, 64 proposals (as the inference tests' TINY in maskrcnn_test.py).
+TINY = dict(filter_size_scale=0.25, endpoints_num_filters=16, rpn_num_filters=16, box_num_convs=1,
+            box_num_filters=8, box_fc_dims=32, mask_num_convs=1, mask_num_filters=8, rpn_num_proposals=64,
+            max_detections=8)
+SIZE = 128
+
+
+def _batch():
+    """Two images with a bright square / disc each, boxes, classes (1-based) and box-aligned masks (-1 padded)."""
+    images = np.zeros((2, SIZE, SIZE, 3), np.float32)
+    boxes = np.full((2, 3, 4), -1.0, np.float32)
+    classes = np.full((2, 3), -1, np.int32)
+    masks = np.zeros((2, 3, 28, 28), np.float32)
+    yy, xx = np.mgrid[:28, :28] + 0.5
+    disc = ((yy - 14) ** 2 + (xx - 14) ** 2 <= 14 ** 2).astype(np.float32)
+    for b, (y0, x0, h, cls) in enumerate(((20, 30, 50, 1), (60, 10, 40, 2))):
+        boxes[b, 0] = (y0, x0, y0 + h, x0 + h)
+        classes[b, 0] = cls
+        masks[b, 0] = disc if cls == 2 else 1.0
+        sy, sx = np.mgrid[y0:y0 + h, x0:x0 + h] + 0.5
+        inside = (np.ones_like(sy, bool) if cls == 1 else
+                  (sy - y0 - h / 2) ** 2 + (sx - x0 - h / 2) ** 2 <= (h / 2) ** 2)
+        images[b, y0:y0 + h, x0:x0 + h][inside] = 2.0
+    labels = {"gt_boxes": boxes, "gt_classes": classes, "gt_masks": masks}
+    return tf.constant(images), {k: tf.constant(v) for k, v in labels.items()}
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(1)
+    return spinenet_tf.build_detector("maskrcnn-spinenet-49s", num_classes=4, input_shape=(SIZE, SIZE),
+                                      weight_decay=1e-4, **TINY)
+
+
+def test_training_outputs_pair_every_head_with_its_targets(model):
+    images, labels = _batch()
+    out = maskrcnn_training.training_outputs(model, images, labels, seed=tf.constant([1, 2]))
+    anchors = model.anchor_boxes.shape[0]
+    assert out["rpn_scores"].shape == out["rpn_score_targets"].shape == (2, anchors)
+    assert sum(v.shape[1] for v in out["rpn_boxes"].values()) == anchors
+    num_rois = 64 + 3  # proposals + ground truth: fewer than MG's 512
+    assert out["cls_outputs"].shape == (2, num_rois, 4) and out["box_outputs"].shape == (2, num_rois, 16)
+    assert out["class_targets"].shape == (2, num_rois)
+    assert out["mask_outputs"].shape == out["mask_targets"].shape == (2, num_rois, 28, 28)
+    classes = out["class_targets"].numpy()
+    # The ground-truth boxes join the RoIs, so each image has foreground RoIs, all of its one class.
+    assert set(np.unique(classes[0])) == {0, 1} and set(np.unique(classes[1])) == {0, 2}
+    # Foreground mask targets of the square are near 1 inside their RoI; padding classes are 0.
+    mask_classes = out["mask_classes"].numpy()
+    square = out["mask_targets"].numpy()[0][mask_classes[0] == 1]
+    assert square.size and square.max() == pytest.approx(1.0)
+    positives = (out["rpn_score_targets"].numpy() == 1).sum(axis=1)
+    assert np.all(positives >= 1)  # each box's best anchor is positive
+
+
+def test_loss_is_the_sum_of_finite_terms(model):
+    images, labels = _batch()
+    terms = maskrcnn_training.compute_losses(model, images, labels, training=False, seed=tf.constant([3, 4]))
+    values = {k: float(v) for k, v in terms.items()}
+    assert all(np.isfinite(v) and v >= 0 for v in values.values()), values
+    assert values["loss"] == pytest.approx(sum(v for k, v in values.items() if k != "loss"), rel=1e-5)
+    assert values["mask_loss"] > 0 and values["frcnn_cls_loss"] > 0 and values["l2_loss"] > 0
+
+
+def test_loss_decreases_over_a_few_steps(model):
+    images, labels = _batch()
+    optimizer = keras.optimizers.Adam(1e-2)
+    seed = tf.constant([5, 6])  # the same anchors and RoIs every step: the decrease is the model's, not the draw's
+    history = []
+    for _ in range(5):  # eager: tracing the whole step takes longer than running these steps (~4 s each)
+        with tf.GradientTape() as tape:
+            terms = maskrcnn_training.compute_losses(model, images, labels, seed=seed)
+        variables = model.trainable_variables
+        gradients = tape.gradient(terms["loss"], variables)
+        assert all(g is not None for g in gradients), [v.path for v, g in zip(variables, gradients) if g is None]
+        optimizer.apply_gradients(zip(gradients, variables))
+        history.append({k: float(v) for k, v in terms.items()})
+    assert all(np.isfinite(h["loss"]) for h in history)
+    losses = [round(h["loss"], 3) for h in history]
+    # The proposals move with the RPN, so the loss is not monotonic: compare the last two steps with the first.
+    assert np.mean(losses[-2:]) < 0.9 * losses[0], losses
+    assert max(h["mask_loss"] for h in history[-2:]) < history[0]["mask_loss"], losses
