@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from spinenet_tf import registry
 
-TASKS = ("detection", "classification")
+TASKS = ("detection", "instance_segmentation", "classification")
 MODES = ("train", "eval", "train_and_eval")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 OPTIMIZERS = ("sgd", "adamw")
@@ -85,7 +85,7 @@ class TrainConfig:
     """Everything a training run needs. Built from flags by `spinenet_tf.train`, or directly.
 
     Attributes:
-        task: "detection" or "classification".
+        task: "detection" (RetinaNet), "instance_segmentation" (Mask R-CNN) or "classification".
         model: A registry name (`spinenet_tf.list_models("detector")` / `("classifier")`).
         image_size: (H, W), each divisible by 2**max_level.
         num_classes: Head classes; 0 = take the count from the training data.
@@ -116,7 +116,8 @@ class TrainConfig:
         """Raises ValueError naming the flag of the first problem; returns self."""
         _check_choice("--task", self.task, TASKS)
         _check_choice("--mode", self.mode, MODES)
-        table = registry.DETECTORS if self.task == "detection" else registry.CLASSIFIERS
+        table = {"detection": registry.DETECTORS, "instance_segmentation": registry.MASKRCNN_DETECTORS,
+                 "classification": registry.CLASSIFIERS}[self.task]
         if self.model not in table and not (self.task == "classification" and self.model in registry.BACKBONES):
             raise ValueError(f"--model={self.model!r}: not a {self.task} model; valid names: {', '.join(table)}")
         if not self.model_dir:

@@ -2,8 +2,9 @@
 
 `loop.run` drives either through the same four calls: `build_model`, `train_dataset(input_context)`,
 `losses(model, images, labels)` and `evaluate(model)`. Detection follows Model Garden's RetinaNet task
-(`official/vision/tasks/retinanet.py`: focal + Huber + L2, COCO metrics); classification its image classification
-task (softmax cross-entropy with label smoothing, top-1 / top-5).
+(`official/vision/tasks/retinanet.py`: focal + Huber + L2, COCO metrics); instance segmentation its Mask R-CNN task
+(`official/vision/tasks/maskrcnn.py`: RPN + Fast R-CNN + mask losses + L2, COCO box and mask AP); classification
+its image classification task (softmax cross-entropy with label smoothing, top-1 / top-5).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from absl import logging
 import spinenet_tf
 from spinenet_tf.data import detection_input, sources
 from spinenet_tf.detection import losses as detection_losses
+from spinenet_tf.detection import maskrcnn_training
 from spinenet_tf.training import optimizers
 from spinenet_tf.training.config import TrainConfig
 
@@ -120,6 +122,60 @@ class DetectionTask(Task):
         return {**metrics, "num_images": count}
 
 
+class InstanceSegmentationTask(Task):
+    """Mask R-CNN: ground-truth boxes, classes and box-aligned masks from the input pipeline (RPN targets and RoI
+    samples are built in the step), the two-stage + mask loss, COCO box and mask AP.
+
+    Class 0 is the background: dataset labels are shifted by one (`label_offset=1`), so the head has the data's
+    classes + 1 (`--num_classes` counts the background too, e.g. 81 for COCO's 80 categories).
+    """
+
+    kind = "instance_segmentation"
+
+    def _load(self, source, training: bool, input_context=None):
+        # Labels must fit the head after the shift by one.
+        data_classes = self.config.num_classes - 1 if self.config.num_classes else None
+        return sources.load(source, self.kind, training=training, seed=self.config.runtime.seed,
+                            input_context=input_context, num_classes=data_classes)
+
+    def num_classes(self) -> int:
+        """--num_classes, or the data's class count + 1 (the background)."""
+        if self.config.num_classes:
+            return self.config.num_classes
+        return super().num_classes() + 1
+
+    def build_model(self, num_classes: int):
+        config = self.config
+        overrides = {"weight_decay": self.model_weight_decay(), **config.model_overrides}
+        self.model = spinenet_tf.build_detector(config.model, num_classes, config.image_size, **overrides)
+        input_config = detection_input.DetectionInputConfig(
+            config.image_size, max_instances=config.input.max_instances, aug_scale_min=config.input.aug_scale_min,
+            aug_scale_max=config.input.aug_scale_max, horizontal_flip=config.input.horizontal_flip,
+            label_offset=1, include_masks=True)
+        self.parser = detection_input.DetectionInput(input_config, self.model.anchor_boxes)
+        self.train_fn, self.eval_fn = self.parser.instance_train_fn, self.parser.eval_fn
+        return self.model
+
+    def losses(self, model, images, labels, training: bool = True) -> dict[str, tf.Tensor]:
+        return maskrcnn_training.compute_losses(model, images, labels, training=training)
+
+    def evaluate(self, model, dataset) -> dict[str, float]:
+        from spinenet_tf.evaluation import coco  # pycocotools only when evaluating
+
+        evaluator = coco.COCOEvaluator(include_masks=True)
+        predict = tf.function(lambda images: model(images, training=False))
+        count = 0
+        for images, labels in dataset:
+            outputs = predict(images)
+            evaluator.update({key: outputs[key] for key in ("boxes", "scores", "classes", "num_detections",
+                                                            "masks")}, labels)
+            count += int(images.shape[0])
+        metrics = evaluator.result()
+        logging.info("evaluated %d images: box AP %.4f, mask AP %.4f, mask AP50 %.4f", count, metrics["AP"],
+                     metrics["mask_AP"], metrics["mask_AP50"])
+        return {**metrics, "num_images": count}
+
+
 class ClassificationTask(Task):
     """Classifier: softmax cross-entropy with label smoothing (+ L2 for SGD), top-1 / top-5 accuracy."""
 
@@ -162,4 +218,5 @@ class ClassificationTask(Task):
 
 
 def make_task(config: TrainConfig) -> Task:
-    return {"detection": DetectionTask, "classification": ClassificationTask}[config.task](config)
+    return {"detection": DetectionTask, "instance_segmentation": InstanceSegmentationTask,
+            "classification": ClassificationTask}[config.task](config)
