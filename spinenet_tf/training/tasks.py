@@ -89,15 +89,20 @@ class DetectionTask(Task):
     kind = "detection"
 
     def build_model(self, num_classes: int):
+        self._build_detector(num_classes)
+        self.train_fn, self.eval_fn = self.parser.train_fn, self.parser.eval_fn
+        return self.model
+
+    def _build_detector(self, num_classes: int, **input_settings) -> None:
+        """The registry detector (SGD's L2 in the model) and its `DetectionInput` parser, from the flags."""
         config = self.config
         overrides = {"weight_decay": self.model_weight_decay(), **config.model_overrides}
         self.model = spinenet_tf.build_detector(config.model, num_classes, config.image_size, **overrides)
         input_config = detection_input.DetectionInputConfig(
             config.image_size, max_instances=config.input.max_instances, aug_scale_min=config.input.aug_scale_min,
-            aug_scale_max=config.input.aug_scale_max, horizontal_flip=config.input.horizontal_flip)
+            aug_scale_max=config.input.aug_scale_max, horizontal_flip=config.input.horizontal_flip,
+            **input_settings)
         self.parser = detection_input.DetectionInput(input_config, self.model.anchor_boxes)
-        self.train_fn, self.eval_fn = self.parser.train_fn, self.parser.eval_fn
-        return self.model
 
     def losses(self, model, images, labels, training: bool = True) -> dict[str, tf.Tensor]:
         outputs = model(images, training=training)
@@ -122,7 +127,7 @@ class DetectionTask(Task):
         return {**metrics, "num_images": count}
 
 
-class InstanceSegmentationTask(Task):
+class InstanceSegmentationTask(DetectionTask):
     """Mask R-CNN: ground-truth boxes, classes and box-aligned masks from the input pipeline (RPN targets and RoI
     samples are built in the step), the two-stage + mask loss, COCO box and mask AP.
 
@@ -145,14 +150,7 @@ class InstanceSegmentationTask(Task):
         return super().num_classes() + 1
 
     def build_model(self, num_classes: int):
-        config = self.config
-        overrides = {"weight_decay": self.model_weight_decay(), **config.model_overrides}
-        self.model = spinenet_tf.build_detector(config.model, num_classes, config.image_size, **overrides)
-        input_config = detection_input.DetectionInputConfig(
-            config.image_size, max_instances=config.input.max_instances, aug_scale_min=config.input.aug_scale_min,
-            aug_scale_max=config.input.aug_scale_max, horizontal_flip=config.input.horizontal_flip,
-            label_offset=1, include_masks=True)
-        self.parser = detection_input.DetectionInput(input_config, self.model.anchor_boxes)
+        self._build_detector(num_classes, label_offset=1, include_masks=True)
         self.train_fn, self.eval_fn = self.parser.instance_train_fn, self.parser.eval_fn
         return self.model
 

@@ -24,7 +24,7 @@ def test_valid_config_passes():
     (dict(image_size=(600, 640)), r"--image_size=600,640: each side must be divisible by 128"),
     (dict(model="retinanet-spinenet-50"), r"--model='retinanet-spinenet-50': not a detection model; valid names: "
                                           r"retinanet-spinenet-49s"),
-    (dict(task="segmentation"), r"--task='segmentation': must be one of detection, classification"),
+    (dict(task="segmentation"), r"--task='segmentation': must be one of detection, instance_segmentation, classification"),
     (dict(batch_size=0), r"--batch_size=0: must be >= 1"),
     (dict(mode="predict"), r"--mode='predict'"),
     (dict(model_dir=""), r"--model_dir: required"),
