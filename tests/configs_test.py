@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import pathlib
 
 import pytest
@@ -39,7 +40,10 @@ def test_there_is_a_flagfile_for_every_recipe():
         for data in ("imagenet", "inat"):
             assert f"classification_spinenet_{size}_{data}256" in names
             assert f"classification_spinenet_{size}_{data}256_improved" in names
+    for detector, spec in registry.MASKRCNN_DETECTORS.items():  # Mask R-CNN recipes at the paper's resolutions
+        assert f"instance_segmentation_{detector.replace('-', '_')}_coco{spec.image_size}" in names, detector
     assert any("shapes" in name for name in names), "a demo flagfile on the built-in data"
+    assert any(name.startswith("instance_segmentation") and "shapes" in name for name in names)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -51,6 +55,11 @@ def test_flagfile_parses_and_validates(path):
     assert model.replace("-", "_") in stem
     assert f"{config.image_size[0]}" in stem, "file names end with the resolution"
     for spec, flag in ((config.input.train_data, "--train_data"), (config.input.eval_data, "--eval_data")):
+        if spec.startswith("coco:") and not os.path.exists(spec.split(":")[1]):
+            # COCO JSON recipes name the user's copy of the annotations: the spec's form parses, the file is absent.
+            with pytest.raises(ValueError, match=f"{flag}=.*annotation file .* does not exist"):
+                sources.parse(spec, flag=flag)
+            continue
         assert sources.parse(spec, flag=flag).spec == spec
     if config.task == "classification" and stem.endswith("_improved"):
         # The paper's improved protocol (§5.5): stochastic depth, swish, label smoothing 0.1.

@@ -41,7 +41,7 @@ def training_outputs(model, images, labels, training: bool = True, seed: tf.Tens
         training: Batch-norm mode (False still samples RoIs; used to check losses without updating statistics).
         seed: Optional `[2]` int seed for the RPN and RoI samples.
         num_sampled_rois, num_sampled_masks: RoIs for the box head and masks for the mask head per image (MG:
-            512, 128), capped by the RoIs there are (proposals + ground truth), so shrunk test models work.
+            512, 128), capped by the number of proposals, so shrunk test models work.
 
     Returns:
         A dict: `rpn_scores` `[B, A]` logits, `rpn_boxes` `{level: [B, A_l, 4]}`, `rpn_score_targets`,
@@ -50,6 +50,8 @@ def training_outputs(model, images, labels, training: bool = True, seed: tf.Tens
     """
     gt_boxes = tf.cast(labels["gt_boxes"], tf.float32)
     gt_classes = tf.cast(labels["gt_classes"], tf.int32)
+    # A dataset's images may have unknown height and width; the proposal and RoI ops need the static input size.
+    images = tf.ensure_shape(images, (images.shape[0], *model.backbone.image_shape))
     features = model.backbone(images, training=training)
     raw_scores, raw_boxes = model.rpn_head(features, training=training)
     # Proposals carry no gradient (MG stops it: the RoIs are inputs of the second stage, not outputs to train).
@@ -58,7 +60,7 @@ def training_outputs(model, images, labels, training: bool = True, seed: tf.Tens
     rpn_seed, roi_seed = (None, None) if seed is None else (seed, tf.reverse(seed, [0]) + 1)
     rpn = maskrcnn_targets.rpn_targets(tf.constant(model.anchor_boxes, tf.float32), gt_boxes, gt_classes,
                                        rpn_batch_size_per_im=RPN_BATCH_SIZE_PER_IM, seed=rpn_seed)
-    num_rois = min(num_sampled_rois, int(rois.shape[1]) + int(gt_boxes.shape[1]))
+    num_rois = min(num_sampled_rois, model.proposal_generator.num_rois)  # static: the heads need it
     rois, matched_boxes, matched_classes, matched_indices = maskrcnn_targets.sample_rois(
         rois, gt_boxes, gt_classes, num_sampled_rois=num_rois, seed=roi_seed)
     rois = tf.stop_gradient(rois)

@@ -50,7 +50,7 @@ def test_training_outputs_pair_every_head_with_its_targets(model):
     anchors = model.anchor_boxes.shape[0]
     assert out["rpn_scores"].shape == out["rpn_score_targets"].shape == (2, anchors)
     assert sum(v.shape[1] for v in out["rpn_boxes"].values()) == anchors
-    num_rois = 64 + 3  # proposals + ground truth: fewer than MG's 512
+    num_rois = 64  # the proposals: fewer than MG's 512
     assert out["cls_outputs"].shape == (2, num_rois, 4) and out["box_outputs"].shape == (2, num_rois, 16)
     assert out["class_targets"].shape == (2, num_rois)
     assert out["mask_outputs"].shape == out["mask_targets"].shape == (2, num_rois, 28, 28)
