@@ -72,8 +72,9 @@ def test_flagfile_parses_and_validates(path):
 def _tiny_task(path: pathlib.Path):
     config = _parse(path)
     builtin = "builtin:shapes:train[:2]"
+    classes = 7 if config.task == "instance_segmentation" else 6  # the 6 shapes (+ Mask R-CNN's background)
     config = dataclasses.replace(
-        config, image_size=(128, 128), batch_size=2, num_classes=min(config.num_classes, 6) or 6,
+        config, image_size=(128, 128), batch_size=2, num_classes=min(config.num_classes, classes) or classes,
         input=dataclasses.replace(config.input, train_data=builtin, eval_data="builtin:shapes:validation[:2]",
                                   shuffle_buffer=2),
         runtime=dataclasses.replace(config.runtime, strategy="default", mixed_precision="none"))
