@@ -44,10 +44,14 @@ def evaluate(model: interpreter_lib.TFLiteModel, dataset: Iterable, class_offset
         if image.ndim == 3:
             labels = {key: value[None] for key, value in labels.items()}
         outputs = model(tflite.tflite_input_from_normalized(image))
-        detections = {"boxes": interpreter_lib.ratio_to_pixels(outputs["detection_boxes"], model.image_size),
-                      "scores": outputs["detection_scores"],
-                      "classes": outputs["detection_classes"].astype(np.int64) + class_offset,
-                      "num_detections": outputs["num_detections"].astype(np.int64)}
+        count = outputs["num_detections"].astype(np.int64)
+        # Rows past num_detections are not written by the NMS op (they hold stale or non-finite values).
+        valid = np.arange(outputs["detection_scores"].shape[-1])[None] < count[:, None]
+        detections = {"boxes": interpreter_lib.ratio_to_pixels(np.where(valid[..., None], outputs["detection_boxes"],
+                                                                        0.0), model.image_size),
+                      "scores": np.where(valid, outputs["detection_scores"], 0.0),
+                      "classes": np.where(valid, outputs["detection_classes"], 0.0).astype(np.int64) + class_offset,
+                      "num_detections": count}
         evaluator.update(detections, labels)
         count += 1
         if max_images and count >= max_images:
