@@ -5,7 +5,7 @@ The metadata is the `TFLITE_METADATA` buffer of the .tflite flatbuffer (schema `
 (`mediapipe/tasks/python/metadata/metadata.py::MetadataPopulator`) stores associated files. What we write mirrors
 `metadata_writers/object_detector.py::MetadataWriter.create_for_models_with_nms` (REFERENCE.md §4.4):
 
-- input `image`: ImageProperties RGB, NormalizationOptions mean 127.5 / std 127.5 (one value: MediaPipe rejects
+- input `image`: ImageProperties RGB, NormalizationOptions mean 128 / std 128 (one value: MediaPipe rejects
   per-channel normalisation; the graph converts to ImageNet statistics, see `tflite.py`), stats min / max = the
   normalised range of 0..255;
 - outputs named `location` (BoundingBoxProperties BOUNDARIES, RATIO, index (1, 0, 3, 2) for the op's ymin, xmin,

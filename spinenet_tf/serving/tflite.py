@@ -7,12 +7,15 @@ empty `tf.function` whose `experimental_implements` string names the op and its 
 legalises that function to the custom op (REFERENCE.md §4.2). Anchors are divided by the input size, so boxes come
 out as RATIO in [0, 1] of the model input, which is what MediaPipe / Task Library detectors expect (§4.4).
 
-The TFLite input is float32 `[1, H, W, 3]` RGB scaled to [-1, 1], `(pixel - 127.5) / 127.5` (`to_tflite_input`),
-of the resized (and, as in training, padded) image; the graph's first ops turn it into the ImageNet normalisation
-the network was trained with (`detection_input.normalize_image`). Why not ImageNet statistics at the input:
+The TFLite input is float32 `[1, H, W, 3]` RGB scaled to [-1, 1), `(pixel - 128) / 128` (`to_tflite_input`), of
+the resized (and, as in training, padded) image; the graph's first ops turn it into the ImageNet normalisation the
+network was trained with (`detection_input.normalize_image`). Why not ImageNet statistics at the input:
 MediaPipe's ObjectDetector refuses per-channel NormalizationOptions ("Per-channel image normalization is not
-available", mediapipe 1.2.2), and one mean / std for all channels is what it applies; [-1, 1] also suits int8
-input quantization. Outputs of the NMS version, all float32:
+available", mediapipe 1.2.2), and one mean / std for all channels is what it applies. Why 128 and not 127.5: an
+int8 input step of 1 / 128 maps pixel p exactly to the integer p - 128, whereas with 127.5 every pixel lands
+half-way between two int8 values, so float rounding noise of 1e-7 in the caller's normalisation (MediaPipe's
+differs from numpy's) flips pixels by one step and int8 detections differ between runtimes (measured: scores
+4 steps of 1/256 apart at the median between MediaPipe and LiteRT). Outputs of the NMS version, all float32:
 
     detection_boxes    [1, K, 4]  ymin, xmin, ymax, xmax as a fraction of the model input (not clipped)
     detection_classes  [1, K]     class index (the head's channel; minus 1 when the model skips channel 0)
@@ -27,7 +30,9 @@ Quantization (MG `export_tflite_lib.convert_tflite_model` names in brackets, REF
     dynamic  int8 weights, float activations        [default]
     int8     int8 weights and activations, integer-only builtin ops, calibrated on a representative dataset
              [int8_full_fp32_io]; detectors keep float32 I/O (the NMS op's outputs must stay float, §4.3),
-             classifiers may take int8 / uint8 I/O [int8_full_int8_io / int8_full].
+             classifiers may take int8 / uint8 I/O [int8_full_int8_io / int8_full]. Activation ranges are
+             percentile-clipped histograms of the float graph's values (`calibration.py`), not the converter's
+             absolute min/max.
 """
 
 from __future__ import annotations
@@ -42,13 +47,18 @@ import tensorflow as tf
 
 from spinenet_tf.data import detection_input
 from spinenet_tf.detection import box_coder
-from spinenet_tf.serving import output_path, signatures
+from spinenet_tf.serving import calibration, output_path, signatures
 
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
-INPUT_MEAN = 127.5   # the TFLite input is (pixel - INPUT_MEAN) / INPUT_STD, one value for every channel
-INPUT_STD = 127.5
+INPUT_MEAN = 128.0   # the TFLite input is (pixel - INPUT_MEAN) / INPUT_STD, one value for every channel
+INPUT_STD = 128.0
+# The TFLite values of pixels 0 and 255: the int8 input range, fixed rather than calibrated, so that its step is
+# 1 / 128 with zero point 0 and every pixel value p is quantized exactly to p - 128.
+INPUT_RANGE = ((0.0 - INPUT_MEAN) / INPUT_STD, (255.0 - INPUT_MEAN) / INPUT_STD)
 IO_TYPES = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+# Name scope of the box decoding and clipping before the NMS op; kept in float32 in int8 models.
+CLIP_SCOPE = "clip_boxes_to_input"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +151,12 @@ class TFLiteDetectionModule(tf.Module):
         scores = tf.sigmoid(tf.cast(outputs["cls_outputs"], tf.float32))
         if self.raw_outputs:
             return {"raw_boxes": box_codes, "raw_scores": scores}
-        boxes, classes, scores, count = self._nms(box_codes, scores, self._anchors)
+        with tf.name_scope(CLIP_SCOPE):
+            clipped = clipped_boxes(box_codes, self._anchors)
+            # Zero codes relative to the clipped boxes: the op decodes them to exactly those boxes. (Computed, not
+            # a constant, which would add N x 16 bytes to the file.)
+            zero_codes = box_codes - box_codes
+        boxes, classes, scores, count = self._nms(zero_codes, scores, clipped)
         return {"detection_boxes": boxes, "detection_classes": classes, "detection_scores": scores,
                 "num_detections": count}
 
@@ -149,6 +164,24 @@ class TFLiteDetectionModule(tf.Module):
         height, width = self.image_size
         return tf.function(self.serve, input_signature=[
             tf.TensorSpec([1, height, width, 3], tf.float32, name="image")]).get_concrete_function()
+
+
+def clipped_boxes(box_codes: tf.Tensor, anchors: tf.Tensor) -> tf.Tensor:
+    """Box codes `[1, N, 4]` and RATIO anchors `[N, 4]` (ycenter, xcenter, h, w) -> the decoded boxes clipped to
+    the input, `[N, 4]` in the same center-size form: what `RetinaNet.decode` suppresses among.
+
+    The op alone decodes without clipping (detection_postprocess.cc), and clipping changes the IoU of boxes that
+    cross the border: measured on the test model, a box scoring 0.21 that reaches 6 px above the image overlaps a
+    better box by IoU 0.46 unclipped (kept by the op) and 0.52 clipped (suppressed by the SavedModel). So the graph
+    decodes and clips here and hands the op these boxes as its anchors (the kernel reads the anchors tensor at
+    every invoke) with zero codes. Decoding as `box_coder.decode_boxes`, log-scale codes capped at
+    `BBOX_XFORM_CLIP`.
+    """
+    centers = box_codes[0, :, :2] * anchors[:, 2:] + anchors[:, :2]
+    sizes = tf.exp(tf.minimum(box_codes[0, :, 2:], box_coder.BBOX_XFORM_CLIP)) * anchors[:, 2:]
+    low = tf.clip_by_value(centers - 0.5 * sizes, 0.0, 1.0)
+    high = tf.clip_by_value(centers + 0.5 * sizes, 0.0, 1.0)
+    return tf.concat([0.5 * (low + high), high - low], axis=-1)
 
 
 def _empty_postprocess(box_codes, scores, anchors):
@@ -233,10 +266,10 @@ def convert(model, quantization: str = "none",
         if quantization == "fp16":
             converter.target_spec.supported_types = [tf.float16]
         elif quantization == "int8":
-            converter.representative_dataset = representative_dataset
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = IO_TYPES[io_type]
-            converter.inference_output_type = IO_TYPES[io_type]
+            # Activation ranges measured by `calibration` (percentile-clipped), not the converter's min/max.
+            return calibration.quantize(converter, representative_dataset, IO_TYPES[io_type], IO_TYPES[io_type],
+                                        input_range=INPUT_RANGE, float_scopes=(CLIP_SCOPE,))
         return converter.convert()
 
 
