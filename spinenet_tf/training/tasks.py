@@ -140,8 +140,14 @@ class InstanceSegmentationTask(DetectionTask):
     def _load(self, source, training: bool, input_context=None):
         # Labels must fit the head after the shift by one.
         data_classes = self.config.num_classes - 1 if self.config.num_classes else None
-        return sources.load(source, self.kind, training=training, seed=self.config.runtime.seed,
-                            input_context=input_context, num_classes=data_classes)
+        loaded = sources.load(source, self.kind, training=training, seed=self.config.runtime.seed,
+                              input_context=input_context, num_classes=data_classes)
+        # A label past the head would fail deep inside the mask head's gather (builtin:shapes keeps every label).
+        known = loaded.info.num_classes
+        if data_classes is not None and known and known > data_classes:
+            raise ValueError(f"--num_classes={self.config.num_classes}: {source.flag}={source.spec} has {known} "
+                             f"classes; the Mask R-CNN head needs {known + 1} (the data's classes + the background 0)")
+        return loaded
 
     def num_classes(self) -> int:
         """--num_classes, or the data's class count + 1 (the background)."""
