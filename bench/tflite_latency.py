@@ -18,7 +18,7 @@ int8 calibration uses the same 32 built-in shapes validation images, eval-prepro
 
 Timing: `spinenet_tf.litert.benchmark.benchmark` (LiteRT interpreter, XNNPACK on, `--warmup` untimed invokes, median
 of `--runs`), ours and MG alternating, each twice, the lower median kept (a shared machine only adds time). The
-1-minute load average is printed before and after.
+1-minute load average is printed at the start, beside each row and at the end.
 """
 
 from __future__ import annotations
@@ -112,8 +112,12 @@ def main(argv=None) -> None:
 
     from spinenet_tf.litert import benchmark
 
-    load_before = os.getloadavg()[0]
-    rows = []
+    # The header first and each row as soon as it is measured, so a run cut short still leaves its rows.
+    print(f"TensorFlow {tf.__version__}, LiteRT interpreter, XNNPACK on, {os.cpu_count()} CPUs (shared); load "
+          f"average {os.getloadavg()[0]:.1f} at the start\n")
+    print("| model | input | type | threads | ours MB | MG MB | size ratio | ours ms | MG ms | ratio | "
+          "ours CPU ms | MG CPU ms | load |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
     for name in args.rows.split(","):
         model_id, size, filters = ROWS[name]
         images = _calibration(size)
@@ -129,19 +133,17 @@ def main(argv=None) -> None:
                     for key, content in (("ours", ours), ("mg", mg)):
                         times[key].append(benchmark.benchmark(content, threads, True, args.warmup, args.runs))
                 best = {key: min(results, key=lambda r: r.median_ms) for key, results in times.items()}
-                rows.append((name.removeprefix("retinanet-spinenet-"), size, quant, threads, len(ours), len(mg),
-                             best["ours"], best["mg"]))
+                _print_row(name.removeprefix("retinanet-spinenet-"), size, quant, threads, len(ours), len(mg),
+                           best["ours"], best["mg"])
             tf.keras.backend.clear_session()
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
-    print(f"TensorFlow {tf.__version__}, LiteRT interpreter, XNNPACK on, {os.cpu_count()} CPUs; load average "
-          f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n")
-    print("| model | input | type | threads | ours MB | MG MB | size ratio | ours ms | MG ms | ratio | "
-          "ours CPU ms | MG CPU ms |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for model, size, quant, threads, ours_size, mg_size, ours, mg in rows:
-        print(f"| {model} | {size} | {quant} | {threads} | {ours_size / 1e6:.2f} | {mg_size / 1e6:.2f} | "
-              f"{ours_size / mg_size:.2f} | {ours.median_ms:.1f} | {mg.median_ms:.1f} | "
-              f"{ours.median_ms / mg.median_ms:.2f} | {ours.median_cpu_ms:.1f} | {mg.median_cpu_ms:.1f} |")
+
+def _print_row(model, size, quant, threads, ours_size, mg_size, ours, mg) -> None:
+    print(f"| {model} | {size} | {quant} | {threads} | {ours_size / 1e6:.2f} | {mg_size / 1e6:.2f} | "
+          f"{ours_size / mg_size:.2f} | {ours.median_ms:.1f} | {mg.median_ms:.1f} | "
+          f"{ours.median_ms / mg.median_ms:.2f} | {ours.median_cpu_ms:.1f} | {mg.median_cpu_ms:.1f} | "
+          f"{os.getloadavg()[0]:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ original image with `image_info`, exactly as `RetinaNet.detect` outputs are scor
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 import numpy as np
@@ -78,7 +79,8 @@ def main() -> None:
             dataset = eval_dataset(data_flag.value, model.image_size)
             metrics = evaluate(model, dataset, class_offset.value, num_images.value or None)
         except ValueError as error:
-            raise app.UsageError(str(error)) from None
+            # One line naming the file or flag, not absl's usage dump.
+            sys.exit(f"tflite/evaluate.py: error: {error}")
         print("| metric | value |\n| --- | --- |")
         for name, value in metrics.items():
             print(f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |")

@@ -33,19 +33,7 @@ class TFLiteModel:
     """
 
     def __init__(self, model: str | bytes, num_threads: int | None = None, use_xnnpack: bool = True):
-        if isinstance(model, (str, os.PathLike)):
-            if not os.path.isfile(model):
-                raise ValueError(f"{model}: no such .tflite file")
-            with open(model, "rb") as f:
-                model = f.read()
-        self.size_bytes = len(model)
-        resolver = (litert.OpResolverType.AUTO if use_xnnpack
-                    else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        try:
-            self.interpreter = litert.Interpreter(model_content=model, num_threads=num_threads,
-                                                  experimental_op_resolver_type=resolver)
-        except ValueError as error:
-            raise ValueError(f"not a loadable .tflite model: {str(error).splitlines()[0]}") from None
+        self.interpreter, self.size_bytes = load_interpreter(model, num_threads, use_xnnpack)
         self.runner = self.interpreter.get_signature_runner("serving_default")
         self.input_name, = self.runner.get_input_details()
         self.input = self.runner.get_input_details()[self.input_name]
@@ -87,6 +75,28 @@ class TFLiteModel:
         boxes = np.clip(boxes, 0.0, np.tile(info[0], 2))
         return {"boxes": boxes, "scores": outputs["detection_scores"][0, :count],
                 "classes": outputs["detection_classes"][0, :count].astype(np.int32)}
+
+
+def load_interpreter(model: str | bytes, num_threads: int | None = None,
+                     use_xnnpack: bool = True) -> tuple[litert.Interpreter, int]:
+    """(A LiteRT interpreter of a .tflite path or its bytes, the file size in bytes).
+
+    Raises:
+        ValueError: One line: no such file, or not a loadable model.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        if not os.path.isfile(model):
+            raise ValueError(f"{model}: no such .tflite file")
+        with open(model, "rb") as f:
+            model = f.read()
+    resolver = (litert.OpResolverType.AUTO if use_xnnpack
+                else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    try:
+        interpreter = litert.Interpreter(model_content=model, num_threads=num_threads,
+                                         experimental_op_resolver_type=resolver)
+    except ValueError as error:
+        raise ValueError(f"not a loadable .tflite model: {str(error).splitlines()[0]}") from None
+    return interpreter, len(model)
 
 
 def ratio_to_pixels(boxes: np.ndarray, image_size) -> np.ndarray:

@@ -47,6 +47,8 @@ def atomic_output(path: str, directory: bool = False, flag: str = "--output") ->
             open(tmp, "wb").write(data)
     """
     path = check_writable(path, flag)
+    if not directory and os.path.isdir(path):
+        raise ValueError(f"{flag}={path}: is a directory, expected a file path")
     parent, base = os.path.split(path)
     tmp = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
     target = tmp if directory else os.path.join(tmp, base)
@@ -60,8 +62,6 @@ def atomic_output(path: str, directory: bool = False, flag: str = "--output") ->
             os.replace(tmp, path)
             tmp = None
         else:
-            if os.path.isdir(path):
-                raise ValueError(f"{flag}={path}: is a directory, expected a file path")
             os.replace(target, path)
     finally:
         if tmp is not None and os.path.exists(tmp):
