@@ -28,6 +28,8 @@ _MODEL_OVERRIDES = flags.DEFINE_list("model_overrides", [], "key=value overrides
 _ACTIVATION = flags.DEFINE_enum("activation", None, ["relu", "swish", "hard_swish"],
                                 "Backbone and head activation (default: the model's, swish).")
 _STOCHASTIC_DEPTH = flags.DEFINE_float("stochastic_depth_rate", None, "Backbone stochastic depth rate (paper: 0.2).")
+_NORM_MOMENTUM = flags.DEFINE_float("norm_momentum", None, "Batch-norm moving-average momentum (MG: 0.99; 0.9 "
+                                   "keeps up in short runs).")
 _LABEL_SMOOTHING = flags.DEFINE_float("label_smoothing", None, "Classification label smoothing (paper: 0.1).")
 _TRAIN_DATA = flags.DEFINE_string("train_data", None, "Training data source.")
 _EVAL_DATA = flags.DEFINE_string("eval_data", None, "Evaluation data source.")
@@ -53,6 +55,8 @@ _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 4e-5, "L2 (SGD, as MG's l2 re
 _GRADIENT_CLIP_NORM = flags.DEFINE_float("gradient_clip_norm", 0.0, "Clip the global gradient norm (0 = off).")
 # === Schedule ===
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 1000, "Optimizer steps in all.")
+_PRECISE_BN_BATCHES = flags.DEFINE_integer("precise_bn_batches", 0, "After the last step, re-estimate batch-norm "
+                                           "statistics on N training batches (0 = off; --strategy=default).")
 _LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "step", list(config_lib.SCHEDULES),
                                  "After warm-up: step decay, cosine decay or constant.")
 _WARMUP_STEPS = flags.DEFINE_integer("warmup_steps", 0, "Linear warm-up steps.")
@@ -81,7 +85,7 @@ def config_from_flags() -> config_lib.TrainConfig:
     """The only place that reads flags."""
     overrides = config_lib.parse_overrides(_MODEL_OVERRIDES.value)
     for key, holder in (("activation", _ACTIVATION), ("stochastic_depth_rate", _STOCHASTIC_DEPTH),
-                        ("label_smoothing", _LABEL_SMOOTHING)):
+                        ("label_smoothing", _LABEL_SMOOTHING), ("norm_momentum", _NORM_MOMENTUM)):
         if holder.value is not None:
             overrides[key] = holder.value
     try:
@@ -93,6 +97,7 @@ def config_from_flags() -> config_lib.TrainConfig:
         image_size=config_lib.parse_image_size(_IMAGE_SIZE.value), num_classes=_NUM_CLASSES.value,
         model_overrides=overrides, mode=_MODE.value, batch_size=_BATCH_SIZE.value,
         eval_batch_size=_EVAL_BATCH_SIZE.value, train_steps=_TRAIN_STEPS.value,
+        precise_bn_batches=_PRECISE_BN_BATCHES.value,
         input=config_lib.InputConfig(
             train_data=_TRAIN_DATA.value, eval_data=_EVAL_DATA.value, tfds_data_dir=_TFDS_DATA_DIR.value,
             horizontal_flip=_HORIZONTAL_FLIP.value, aug_scale_min=_AUG_SCALE_MIN.value,

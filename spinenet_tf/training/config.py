@@ -96,6 +96,8 @@ class TrainConfig:
         batch_size: Global batch (all replicas); must divide by the number of replicas.
         eval_batch_size: Evaluation batch.
         train_steps: Optimizer steps in all (a resumed run continues to this count).
+        precise_bn_batches: After the last step, re-estimate batch-norm moving statistics on this many training
+            batches (`spinenet_tf.training.precise_bn`; 0 = off). For short, fast-moving runs.
     """
 
     task: str
@@ -108,6 +110,7 @@ class TrainConfig:
     batch_size: int = 8
     eval_batch_size: int = 8
     train_steps: int = 1000
+    precise_bn_batches: int = 0
     input: InputConfig = dataclasses.field(default_factory=InputConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
@@ -137,6 +140,11 @@ class TrainConfig:
                             ("--log_steps", self.runtime.log_steps)):
             if value < 1:
                 raise ValueError(f"{flag}={value}: must be >= 1")
+        if self.precise_bn_batches < 0:
+            raise ValueError(f"--precise_bn_batches={self.precise_bn_batches}: must be >= 0")
+        if self.precise_bn_batches and self.runtime.strategy != "default":
+            raise ValueError(f"--precise_bn_batches={self.precise_bn_batches}: needs --strategy=default (one "
+                             f"replica), not --strategy={self.runtime.strategy}")
         if self.runtime.eval_interval < 0:
             raise ValueError(f"--eval_interval={self.runtime.eval_interval}: must be >= 0")
         if self.mode != "eval" and not self.input.train_data:

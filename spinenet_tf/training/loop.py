@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from spinenet_tf.training import optimizers, tasks
+from spinenet_tf.training import optimizers, precise_bn, tasks
 from spinenet_tf.training.config import TrainConfig
 
 CHECKPOINT_DIR = "checkpoints"
@@ -213,6 +213,14 @@ class Trainer:
 
         return train_step
 
+    def reestimate_batch_norm(self) -> int:
+        """Precise batch norm on `config.precise_bn_batches` fresh training batches (augmented, as in training)."""
+        start = time.time()
+        images = (images for images, _ in self.task.train_dataset())
+        used = precise_bn.reestimate(self.model, images, self.config.precise_bn_batches)
+        logging.info("batch-norm statistics re-estimated on %d batches in %.1f s", used, time.time() - start)
+        return used
+
     def train(self) -> None:
         config, runtime = self.config, self.config.runtime
         start_step = self.step
@@ -256,6 +264,8 @@ class Trainer:
                     tf.summary.scalar("learning_rate", learning_rate, step=step)
                     tf.summary.scalar("images_per_second", images_per_second, step=step)
                 totals, count, window_start = {}, 0, time.time()
+            if step == config.train_steps and config.precise_bn_batches:
+                self.reestimate_batch_norm()
             if step % runtime.checkpoint_steps == 0 or step == config.train_steps:
                 self.save()
                 stats = self.task.train_stats
