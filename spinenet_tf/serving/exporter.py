@@ -98,11 +98,11 @@ def train_config_of(config: ExportConfig):
         raise ValueError(f"{flag}: {error}") from None
 
 
-def load_model(config: ExportConfig):
-    """(Keras model with restored weights, its TrainConfig)."""
+def load_model(config: ExportConfig, train_config=None):
+    """(Keras model with restored weights, its TrainConfig); `train_config` defaults to `train_config_of(config)`."""
     from spinenet_tf.training import loop
 
-    train_config = train_config_of(config)
+    train_config = train_config or train_config_of(config)
     model = loop.build_model(train_config)
     loop.restore_model(model, model_dir=config.model_dir, checkpoint=config.checkpoint)
     return model, train_config
@@ -157,7 +157,12 @@ def export(config: ExportConfig) -> str:
     from spinenet_tf.serving import saved_model, signatures
 
     config.validate()
-    model, train_config = load_model(config)
+    train_config = train_config_of(config)
+    if config.format == "tflite" and train_config.task == "instance_segmentation":
+        # Before the model is built: RoIAlign and the second stage's gathers have no TFLite builtin kernels.
+        raise ValueError(f"--format=tflite: {train_config.model} is a Mask R-CNN, which cannot be converted to TFLite; "
+                         "use --format=saved_model")
+    model, train_config = load_model(config, train_config)
     if config.format == "saved_model":
         return saved_model.export_saved_model(model, config.output)
     detector = train_config.task == "detection"

@@ -1,4 +1,4 @@
-"""Serving modules: the `tf.function`s a SavedModel exposes for a `RetinaNet` or a `Classifier`.
+"""Serving modules: the `tf.function`s a SavedModel exposes for a `RetinaNet`, a `MaskRCNN` or a `Classifier`.
 
 Follows Model Garden's `official/vision/serving/export_base.py` split (tf-models-official 2.20.0): one function
 from decoded image tensors, one from encoded image bytes, both running the training-time preprocessing inside the
@@ -11,6 +11,9 @@ Detection signatures (`serving_default` takes uint8 `[B, H, W, 3]` of any size; 
     detection_classes  int32   [B, K]     the head's class channel (dataset label + label_offset)
     num_detections     int32   [B]
     image_info         float32 [B, 4, 2]  original (h, w), scaled (h, w), (y, x) scale, (y, x) offset (MG layout)
+Mask R-CNN signatures add (Model Garden's `detection_masks`, official/vision/serving/detection.py):
+    detection_masks    float32 [B, K, M, M]  mask probabilities of each detection's class in its box's frame (M x M
+                                             cells tiling `detection_boxes`; M = 28); rows past num_detections are 0
 Classification signatures return `logits` and `probabilities` (softmax), float32 `[B, num_classes]`.
 
 TensorFlow only (the modules are `tf.Module`s for `tf.saved_model.save`).
@@ -95,25 +98,80 @@ class DetectionModule(_ServingModule):
 
     def detect(self, inputs: tf.Tensor, image_info: tf.Tensor) -> dict[str, tf.Tensor]:
         """Normalised, padded model inputs `[B, H, W, 3]` and their `image_info` -> outputs in original pixels."""
-        detections = self._model.detect(inputs)
+        return self.box_outputs(self._model.detect(inputs), image_info)[0]
+
+    @staticmethod
+    def box_outputs(detections: dict, image_info: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        """(the detection outputs with boxes in original pixels, clipped; the same boxes unclipped)."""
         # Inverse of `transform_boxes` (as `detection_input.to_original_pixels`), in TF for the graph.
         scale = tf.tile(image_info[:, 2], [1, 2])[:, None, :]
         offset = tf.tile(image_info[:, 3], [1, 2])[:, None, :]
-        boxes = (detections["boxes"] + offset) / scale
+        unclipped = (tf.cast(detections["boxes"], tf.float32) + offset) / scale
         original = tf.tile(image_info[:, 0], [1, 2])[:, None, :]
-        boxes = tf.clip_by_value(boxes, 0.0, original)
+        boxes = tf.clip_by_value(unclipped, 0.0, original)
         valid = tf.range(tf.shape(boxes)[1])[None, :] < detections["num_detections"][:, None]
         return {"detection_boxes": tf.where(valid[..., None], boxes, 0.0),
-                "detection_scores": detections["scores"],
+                "detection_scores": tf.cast(detections["scores"], tf.float32),
                 "detection_classes": tf.cast(detections["classes"], tf.int32),
                 "num_detections": tf.cast(detections["num_detections"], tf.int32),
-                "image_info": image_info}
+                "image_info": image_info}, unclipped
 
     def serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         return self.detect(*self._preprocess_batch(images))
 
     def serve_image_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         return self.detect(*self._decode_batch(image_bytes))
+
+
+class InstanceSegmentationModule(DetectionModule):
+    """Serving functions of a `MaskRCNN`: the detection outputs plus `detection_masks` (module docstring).
+
+    The model clips its boxes to the padded input, Model Garden's to the scaled image; boxes that reach into the
+    padding are clipped to the original image here, and their masks resampled into the clipped box's frame
+    (`reframe_masks`), so a mask pasted at its `detection_boxes` covers the same pixels as the model's mask pasted
+    at the model's box. Masks of boxes inside the image are the model's, unchanged.
+    """
+
+    def detect(self, inputs: tf.Tensor, image_info: tf.Tensor) -> dict[str, tf.Tensor]:
+        model_outputs = self._model(inputs, training=False)
+        outputs, unclipped = self.box_outputs(model_outputs, image_info)
+        masks = reframe_masks(tf.cast(model_outputs["masks"], tf.float32), unclipped, outputs["detection_boxes"])
+        valid = tf.range(tf.shape(masks)[1])[None, :] < outputs["num_detections"][:, None]
+        return {**outputs, "detection_masks": tf.where(valid[..., None, None], masks, 0.0)}
+
+
+def reframe_masks(masks: tf.Tensor, boxes: tf.Tensor, frames: tf.Tensor) -> tf.Tensor:
+    """Box-frame masks resampled into other boxes: bilinear samples at the frames' cell centres.
+
+    A mask's `M x M` cells tile its box (cell (i, j) centred at `ymin + (i + 0.5) * h / M`, ...), as the mask head
+    and `detection_input.paste_masks` place them; sample positions outside the box are clamped to its edge cells,
+    as `paste_masks` does. When a frame equals its box the mask comes back unchanged.
+
+    Args:
+        masks: float32 `[B, D, M, M]` in the frames of `boxes`.
+        boxes: `[B, D, 4]` ymin, xmin, ymax, xmax of the masks' frames.
+        frames: `[B, D, 4]` the new frames (any pixels, same units as `boxes`).
+
+    Returns:
+        float32 `[B, D, M, M]`.
+    """
+    size = masks.shape[-1]
+    cells = (tf.range(size, dtype=tf.float32) + 0.5) / size
+
+    def sample(values, start, stop, new_start, new_stop, axis):
+        centres = new_start[..., None] + cells * (new_stop - new_start)[..., None]   # [B, D, M]
+        length = tf.maximum(stop - start, 1e-6)[..., None]
+        position = tf.clip_by_value((centres - start[..., None]) / length * size - 0.5, 0.0, size - 1.0)
+        low = tf.floor(position)
+        weight = position - low
+        low = tf.cast(low, tf.int32)
+        high = tf.minimum(low + 1, size - 1)
+        weight = weight[..., :, None] if axis == 2 else weight[..., None, :]
+        return (tf.gather(values, low, axis=axis, batch_dims=2) * (1.0 - weight)
+                + tf.gather(values, high, axis=axis, batch_dims=2) * weight)
+
+    rows = sample(masks, boxes[..., 0], boxes[..., 2], frames[..., 0], frames[..., 2], axis=2)
+    return sample(rows, boxes[..., 1], boxes[..., 3], frames[..., 1], frames[..., 3], axis=3)
 
 
 class ClassificationModule(_ServingModule):
@@ -140,16 +198,19 @@ class ClassificationModule(_ServingModule):
 
 
 def serving_module(model) -> _ServingModule:
-    """The serving module for a `RetinaNet` or a `Classifier`.
+    """The serving module for a `RetinaNet`, a `MaskRCNN` or a `Classifier`.
 
     Raises:
         TypeError: For any other model.
     """
     from spinenet_tf.classification import Classifier
+    from spinenet_tf.detection.maskrcnn import MaskRCNN
     from spinenet_tf.detection.retinanet import RetinaNet
 
     if isinstance(model, RetinaNet):
         return DetectionModule(model)
+    if isinstance(model, MaskRCNN):
+        return InstanceSegmentationModule(model)
     if isinstance(model, Classifier):
         return ClassificationModule(model)
-    raise TypeError(f"cannot export a {type(model).__name__}: expected a RetinaNet or a Classifier")
+    raise TypeError(f"cannot export a {type(model).__name__}: expected a RetinaNet, a MaskRCNN or a Classifier")
