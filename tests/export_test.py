@@ -13,21 +13,25 @@ import tensorflow as tf
 
 import spinenet_tf
 from spinenet_tf.data import builtin_shapes
-from spinenet_tf.serving import exporter, representative_data
+from spinenet_tf.serving import exporter, representative_data, tflite
 from spinenet_tf.training.config import InputConfig, TrainConfig
 
 _SIZE = (128, 128)
 _MODEL = "retinanet-spinenet-mobile-49xs"
+_CLASSIFIER = "classifier-spinenet-mobile-49xs"
 
 
-def _model_dir(path, num_classes: int = 3, checkpoint_classes: int | None = 3) -> str:
-    """A training-layout model_dir of an untrained detector; the checkpoint may be of another head size."""
+def _model_dir(path, num_classes: int = 3, checkpoint_classes: int | None = 3, task: str = "detection") -> str:
+    """A training-layout model_dir of an untrained detector (or classifier); the checkpoint may be of another head
+    size."""
     model_dir = str(path)
-    TrainConfig(task="detection", model=_MODEL, model_dir=model_dir, image_size=_SIZE, num_classes=num_classes,
+    name = _MODEL if task == "detection" else _CLASSIFIER
+    TrainConfig(task=task, model=name, model_dir=model_dir, image_size=_SIZE, num_classes=num_classes,
                 input=InputConfig(train_data="builtin:shapes:train")).save()
     if checkpoint_classes:
         keras.utils.set_random_seed(0)
-        model = spinenet_tf.build_detector(_MODEL, checkpoint_classes, _SIZE)
+        build = spinenet_tf.build_detector if task == "detection" else spinenet_tf.build_classifier
+        model = build(name, checkpoint_classes, _SIZE)
         tf.train.CheckpointManager(tf.train.Checkpoint(model=model), os.path.join(model_dir, "checkpoints"),
                                    max_to_keep=1).save()
     return model_dir
@@ -72,7 +76,10 @@ def test_flag_errors_before_any_work(tmp_path):
         r"--io_type=uint8: integer input/output needs --quantization=int8": dict(model_dir="x", io_type="uint8"),
         r"--output=.*missing/model.tflite: the directory .*missing does not exist":
             dict(model_dir="x", output=str(tmp_path / "missing" / "model.tflite")),
+        r"--output=.*a_file/model.tflite: .*a_file is not a directory$":
+            dict(model_dir="x", output=str(tmp_path / "a_file" / "model.tflite")),
     }
+    (tmp_path / "a_file").write_text("")
     for message, kwargs in cases.items():
         with pytest.raises(ValueError, match=message):
             exporter.ExportConfig(**{"output": output, **kwargs}).validate()
@@ -96,6 +103,40 @@ def test_representative_data_of_the_wrong_kind(tmp_path):
     grey = tf.data.Dataset.from_tensors({"image": tf.zeros([4, 4, 1], tf.uint8), "objects": {}})
     with pytest.raises(ValueError, match=r"'image' must be uint8 \[H, W, 3\] RGB, got uint8 \(4, 4, 1\)"):
         representative_data.check_examples(grey, "detection")
+
+
+def test_detection_data_for_a_classifier_is_refused_before_converting(tmp_path):
+    model_dir = _model_dir(tmp_path / "run", task="classification")
+    annotations, images = tmp_path / "instances.json", tmp_path / "images"
+    annotations.write_text('{"images": [], "annotations": [], "categories": []}')
+    images.mkdir()
+    output = tmp_path / "classifier.tflite"
+    spec = f"coco:{annotations}:{images}"
+    with pytest.raises(ValueError, match=rf"^--representative_data='{spec}': COCO annotation files hold detection "
+                                         r"data; for classification use"):
+        exporter.export(exporter.ExportConfig(model_dir=model_dir, quantization="int8", output=str(output),
+                                              representative_data=spec))
+    _assert_nothing_written(output)
+
+
+def test_tflite_output_that_is_a_directory_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError, match=r"^--output=.*: is a directory, expected a file path$"):
+        tflite.write_tflite(b"tflite", str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
+def test_unwritable_output_directory_is_refused_before_any_work(tmp_path):
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        if os.access(read_only, os.W_OK):
+            pytest.skip("running as a user who can write to read-only directories (root)")
+        with pytest.raises(ValueError, match=r"^--output=.*read_only/model.tflite: the directory .* is not writable$"):
+            exporter.ExportConfig(model_dir="x", output=str(read_only / "model.tflite")).validate()
+    finally:
+        read_only.chmod(0o755)
+    assert os.listdir(read_only) == []
 
 
 def test_cli_prints_one_line_and_exits_1(tmp_path):
