@@ -31,7 +31,7 @@ DETECTOR = "retinanet-spinenet-mobile-49xs"
 CLASSIFIER = "classifier-spinenet-mobile-49xs"
 NUM_CLASSES = builtin_shapes.NUM_CLASSES
 # Bump when the recipe changes, so stale caches are not reused.
-_VERSION = "v3"
+_VERSION = "v4"
 
 
 def cache_dir() -> str:

@@ -26,6 +26,7 @@ from spinenet_tf.layers.blocks import BottleneckBlock, MBConvBlock, ResidualBloc
 from spinenet_tf.layers.normalization import activation_layer, batch_norm, check_activation, conv2d
 from spinenet_tf.layers.resample import CrossScaleResample, MobileResample
 from spinenet_tf.layers.stochastic_depth import stochastic_depth_rate_for_block
+from spinenet_tf.layers.tracking import CheckpointCollections
 
 # Block width per level before `filter_size_scale` (Model Garden FILTER_SIZE_MAP; a bottleneck outputs 4x this).
 SPINENET_FILTER_SIZE_MAP = {1: 32, 2: 64, 3: 128, 4: 256, 5: 256, 6: 256, 7: 256}
@@ -129,7 +130,7 @@ def block_name(node: BlockNode) -> str:
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
-class SpineNet(keras.Model):
+class SpineNet(CheckpointCollections, keras.Model):
     """A SpineNet backbone (residual/bottleneck blocks, cross-scale resampling with alpha).
 
     Args:

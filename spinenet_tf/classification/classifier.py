@@ -11,11 +11,12 @@ import keras
 from keras import ops
 
 from spinenet_tf.classification.head import ClassificationHead
+from spinenet_tf.layers.tracking import CheckpointCollections
 from spinenet_tf.training import optimizers
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
-class Classifier(keras.Model):
+class Classifier(CheckpointCollections, keras.Model):
     """Backbone -> multi-level head -> logits.
 
     Args:

@@ -12,10 +12,11 @@ import keras
 from keras import ops
 
 from spinenet_tf.layers.resample import NearestUpsampling
+from spinenet_tf.layers.tracking import CheckpointCollections
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
-class ClassificationHead(keras.layers.Layer):
+class ClassificationHead(CheckpointCollections, keras.layers.Layer):
     """Multi-level fuse -> global average pool -> dropout -> dense logits.
 
     Args:

@@ -20,11 +20,12 @@ from spinenet_tf.detection import roi_ops
 from spinenet_tf.detection.maskrcnn_heads import DetectionHead, MaskHead
 from spinenet_tf.detection.retinanet import FlattenLevels
 from spinenet_tf.detection.rpn_head import RPNHead
+from spinenet_tf.layers.tracking import CheckpointCollections
 from spinenet_tf.training import optimizers
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
-class MaskRCNN(keras.Model):
+class MaskRCNN(CheckpointCollections, keras.Model):
     """Mask R-CNN: backbone P3..P7 -> RPN -> proposals -> box head -> detections -> mask head.
 
     Args:

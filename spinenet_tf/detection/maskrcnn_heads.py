@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from spinenet_tf.layers.normalization import activation_layer, batch_norm, check_activation
+from spinenet_tf.layers.tracking import CheckpointCollections
 
 
 def _he_fan_out() -> keras.initializers.Initializer:
@@ -29,7 +30,7 @@ def _conv(filters: int, kernel_size: int, separable: bool, name: str) -> keras.l
     return keras.layers.Conv2D(filters, kernel_size, padding="same", kernel_initializer=_he_fan_out(), name=name)
 
 
-class _RoIHead(keras.layers.Layer):
+class _RoIHead(CheckpointCollections, keras.layers.Layer):
     """The conv tower both heads share: `[B, K, S, S, C]` RoI features -> `[B * K, S, S, num_filters]`."""
 
     def __init__(self, num_classes: int, num_convs: int, num_filters: int, use_separable_conv: bool, activation: str,

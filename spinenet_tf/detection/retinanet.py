@@ -18,6 +18,7 @@ import tensorflow as tf
 from spinenet_tf.detection import anchors as anchors_lib
 from spinenet_tf.detection import losses, postprocess
 from spinenet_tf.detection.retinanet_head import RetinaNetHead
+from spinenet_tf.layers.tracking import CheckpointCollections
 from spinenet_tf.training import optimizers
 
 
@@ -45,7 +46,7 @@ class FlattenLevels(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
-class RetinaNet(keras.Model):
+class RetinaNet(CheckpointCollections, keras.Model):
     """RetinaNet: backbone P3..P7 -> shared class/box subnets -> anchors -> focal/Huber losses or detections.
 
     Args:

@@ -16,6 +16,7 @@ import math
 import keras
 
 from spinenet_tf.layers.normalization import activation_layer, batch_norm, check_activation
+from spinenet_tf.layers.tracking import CheckpointCollections
 
 
 def _conv(filters: int, separable: bool, name: str, kernel_std: float | None, separable_std: float | None,
@@ -31,7 +32,7 @@ def _conv(filters: int, separable: bool, name: str, kernel_std: float | None, se
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
-class RetinaNetHead(keras.layers.Layer):
+class RetinaNetHead(CheckpointCollections, keras.layers.Layer):
     """Class and box subnets applied to every pyramid level.
 
     Args:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 
 from spinenet_tf.layers.normalization import activation_layer, batch_norm, check_activation
+from spinenet_tf.layers.tracking import CheckpointCollections
 
 
 def _conv(filters: int, kernel_size: int, separable: bool, kernel_std: float, name: str) -> keras.layers.Layer:
@@ -23,7 +24,7 @@ def _conv(filters: int, kernel_size: int, separable: bool, kernel_std: float, na
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
-class RPNHead(keras.layers.Layer):
+class RPNHead(CheckpointCollections, keras.layers.Layer):
     """Objectness and box deltas for every anchor of every level.
 
     Args:

@@ -16,9 +16,10 @@ from keras import ops
 
 from spinenet_tf.layers.normalization import activation_layer, batch_norm, check_activation, conv2d, depthwise_conv2d
 from spinenet_tf.layers.stochastic_depth import StochasticDepth
+from spinenet_tf.layers.tracking import CheckpointCollections
 
 
-class _Block(keras.layers.Layer):
+class _Block(CheckpointCollections, keras.layers.Layer):
     """Shared arguments and plumbing: batch-norm settings, activation, stochastic depth."""
 
     def __init__(self, *, stochastic_depth_rate: float = 0.0, activation: str = "relu", norm_momentum: float = 0.99,
@@ -154,7 +155,7 @@ class BottleneckBlock(_ResNetBlock):
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
-class SqueezeExcite(keras.layers.Layer):
+class SqueezeExcite(CheckpointCollections, keras.layers.Layer):
     """Squeeze-and-excitation: global mean -> 1x1 (reduce, bias) -> act -> 1x1 (expand, bias) -> gate, times input.
 
     Args:

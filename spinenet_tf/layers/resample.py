@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from spinenet_tf.layers.normalization import activation_layer, batch_norm, check_activation, conv2d, depthwise_conv2d
+from spinenet_tf.layers.tracking import CheckpointCollections
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
@@ -51,7 +52,7 @@ class NearestUpsampling(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 
 
-class _Resample(keras.layers.Layer):
+class _Resample(CheckpointCollections, keras.layers.Layer):
     """Shared plumbing: level shift, batch-norm settings, activation, and a sequential call over `self.chain`."""
 
     def __init__(self, level_shift: int, out_filters: int, activation: str = "relu", norm_momentum: float = 0.99,
