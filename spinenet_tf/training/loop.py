@@ -161,7 +161,11 @@ class Trainer:
     def restore(self) -> str | None:
         path = tf.train.latest_checkpoint(self.chief_dir)
         if path:
-            self.checkpoint.restore(path).assert_existing_objects_matched()
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as error:
+                raise TrainingError(f"{path}: does not match {self.model.name} and its optimizer: "
+                                    f"{str(error).splitlines()[0]}; use another --model_dir") from None
             logging.info("restored %s (step %d)", path, self.step)
         return path
 

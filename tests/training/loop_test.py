@@ -160,3 +160,19 @@ def test_classification_trains_evaluates_and_eval_mode_rereads_the_checkpoint(tm
     assert records[0]["num_images"] == 6 and 0.0 <= records[0]["top1"] <= records[0]["top5"] <= 1.0
     # Same weights, same images: the eval-only run scores exactly what the training run scored.
     assert records[1]["top1"] == records[0]["top1"] and records[1]["top5"] == records[0]["top5"]
+
+
+def test_resume_from_an_incomplete_checkpoint_is_refused_in_one_line(tmp_path):
+    """A checkpoint that lacks some of the run's objects (here the optimizer, as a weights-only checkpoint dropped into
+    model_dir, or one written before list/dict sublayers were checkpointed) stops the run instead of resuming with
+    half the state."""
+    config = config_lib.TrainConfig(
+        task="detection", model="retinanet-spinenet-mobile-49xs", model_dir=str(tmp_path), image_size=(128, 128),
+        model_overrides={"filter_size_scale": 0.25, "endpoints_num_filters": 8, "num_filters": 8},
+        input=config_lib.InputConfig(train_data="builtin:shapes", eval_data="builtin:shapes:validation"))
+    trainer = loop.Trainer(config, flags_text=None)
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=trainer.model), str(tmp_path / loop.CHECKPOINT_DIR),
+                               max_to_keep=1).save(checkpoint_number=7)
+    with pytest.raises(loop.TrainingError, match=r"ckpt-7: does not match retinanet_spinenet_mobile_49xs and its "
+                                                 r"optimizer: .*; use another --model_dir$"):
+        trainer.restore()
