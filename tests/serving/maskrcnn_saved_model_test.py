@@ -1,12 +1,14 @@
 """SavedModel export of a Mask R-CNN: `detection_masks` in both serving signatures, reproduced in a fresh process.
 
-A tiny Mask R-CNN (SpineNet-49S shrunk, 128x128, the inference fixture of tests/detection/maskrcnn_test.py) with
-its predictor kernels redrawn at unit output variance, so scores are spread and NMS never chooses among near-ties
-(with the 1e-5 predictor initializers every class would score ~1/num_classes). It is exported with `saved_model.export_saved_model` (what
+A tiny Mask R-CNN (SpineNet-49S shrunk, 128x128, the inference fixture of tests/detection/maskrcnn_test.py) with its
+RPN predictor kernels redrawn at unit output variance, so objectness scores are spread and the proposal top-k and
+NMS never choose among near-ties (with the std-1e-5 initializers every anchor scores ~0.5); detections come from the
+0.05 score threshold, which 4 classes always pass. It is exported with `saved_model.export_saved_model` (what
 `python -m spinenet_tf.export --format=saved_model` runs after restoring the checkpoint) and reloaded by a new
-interpreter that imports TensorFlow only. The expectation is the Keras model on the library's eval preprocessing; tolerances:
-boxes 1e-3 px and scores 1e-5 (as the RetinaNet test: the same ops traced in a graph instead of run eagerly, float32
-noise ~1e-6 relative), masks 1e-5 (probabilities in [0, 1]) and 1e-4 where the serving graph resamples them.
+interpreter that imports TensorFlow only. The expectation is the Keras model on the library's eval preprocessing;
+tolerances: boxes 1e-3 px and scores 1e-5 (as the RetinaNet test: the same ops traced in a graph instead of run
+eagerly, float32 noise ~1e-6 relative), masks 1e-5 (probabilities in [0, 1]) and 1e-4 where the serving graph
+resamples them.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ with open(out, "w") as f:
 
 
 def _spread_predictors(model) -> None:
-    """Redraws the near-zero predictor kernels (Model Garden's std 1e-5 initializers) at unit output variance."""
+    """Redraws the near-zero kernels (the RPN predictors' std-1e-5 initializers, Model Garden's) at unit output
+    variance; the box and class predictors (std 0.001 / 0.01) may stay."""
     rng = np.random.default_rng(5)
     for variable in model.trainable_weights:
         shape = tuple(variable.shape)
