@@ -142,6 +142,9 @@ class TrainConfig:
                 raise ValueError(f"{flag}={value}: must be >= 1")
         if self.precise_bn_batches < 0:
             raise ValueError(f"--precise_bn_batches={self.precise_bn_batches}: must be >= 0")
+        if self.precise_bn_batches and self.task == "instance_segmentation":
+            # Its forward pass without labels feeds the heads proposals, not the sampled RoIs they trained on.
+            raise ValueError(f"--precise_bn_batches={self.precise_bn_batches}: not for --task=instance_segmentation")
         if self.precise_bn_batches and self.runtime.strategy != "default":
             raise ValueError(f"--precise_bn_batches={self.precise_bn_batches}: needs --strategy=default (one "
                              f"replica), not --strategy={self.runtime.strategy}")

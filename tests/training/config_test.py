@@ -35,6 +35,8 @@ def test_valid_config_passes():
     (dict(optimizer=config_lib.OptimizerConfig(decay_boundaries=(0.9, 0.5))), r"--lr_decay_boundaries=0.9,0.5"),
     (dict(runtime=config_lib.RuntimeConfig(strategy="horovod")), r"--strategy='horovod'"),
     (dict(precise_bn_batches=-1), r"--precise_bn_batches=-1: must be >= 0"),
+    (dict(precise_bn_batches=8, task="instance_segmentation", model="maskrcnn-spinenet-49s"),
+     r"--precise_bn_batches=8: not for --task=instance_segmentation"),
     (dict(precise_bn_batches=8, runtime=config_lib.RuntimeConfig(strategy="mirrored")),
      r"--precise_bn_batches=8: needs --strategy=default \(one replica\), not --strategy=mirrored"),
 ])
