@@ -139,6 +139,12 @@ def test_tflite_output_that_is_a_directory_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_tflite_export_to_a_directory_is_refused_before_any_work(tmp_path):
+    config = exporter.ExportConfig(model_dir=str(tmp_path / "no_run"), output=str(tmp_path))
+    with pytest.raises(ValueError, match=r"^--output=.*: is a directory, expected a file path$"):
+        config.validate()
+
+
 def test_cli_prints_one_line_and_exits_1(tmp_path):
     output = tmp_path / "model.tflite"
     result = subprocess.run([sys.executable, "-m", "spinenet_tf.export", f"--model_dir={tmp_path}",
