@@ -60,7 +60,7 @@ def test_missing_checkpoint(tmp_path):
 
 def test_checkpoint_restores_every_variable_of_the_model(tmp_path):
     # What export reads is what training wrote: the same values for every variable, not a fresh init for some.
-    # (Before spinenet_tf/layers/tracking.py, 461 of the 857 were left out: the resampling chains, held in lists.)
+    # (Before spinenet_tf/layers/tracking.py, 479 of the 857 were left out: the resampling chains, held in lists.)
     model_dir = _model_dir(tmp_path / "run")
     keras.utils.set_random_seed(0)
     saved = spinenet_tf.build_detector(_MODEL, 3, _SIZE)
