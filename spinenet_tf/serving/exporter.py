@@ -77,9 +77,7 @@ class ExportConfig:
             raise ValueError("--output: required")
         if self.labels and not os.path.isfile(self.labels):
             raise ValueError(f"--labels={self.labels}: no such file")
-        output_path.check_writable(self.output)
-        if self.format == "tflite" and os.path.isdir(self.output):
-            raise ValueError(f"--output={os.path.abspath(self.output)}: is a directory, expected a file path")
+        output_path.check_writable(self.output, directory=self.format == "saved_model")
         return self
 
 

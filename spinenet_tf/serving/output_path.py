@@ -13,8 +13,13 @@ import tempfile
 from collections.abc import Iterator
 
 
-def check_writable(path: str, flag: str = "--output") -> str:
+def check_writable(path: str, flag: str = "--output", directory: bool = False) -> str:
     """Returns the absolute `path` after checking that its directory exists and is writable.
+
+    Args:
+        path: The output file, or directory if `directory`.
+        flag: The flag named in errors.
+        directory: The output is a directory (which may replace an existing one); else a file.
 
     Raises:
         ValueError: One line naming `flag` and the path when the directory is missing or read-only, or `path` is an
@@ -30,6 +35,8 @@ def check_writable(path: str, flag: str = "--output") -> str:
         raise ValueError(f"{flag}={path}: the directory {parent} is not writable")
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise ValueError(f"{flag}={path}: exists and is not writable")
+    if not directory and os.path.isdir(path):
+        raise ValueError(f"{flag}={path}: is a directory, expected a file path")
     return path
 
 
@@ -46,9 +53,7 @@ def atomic_output(path: str, directory: bool = False, flag: str = "--output") ->
         with atomic_output("model.tflite") as tmp:
             open(tmp, "wb").write(data)
     """
-    path = check_writable(path, flag)
-    if not directory and os.path.isdir(path):
-        raise ValueError(f"{flag}={path}: is a directory, expected a file path")
+    path = check_writable(path, flag, directory)
     parent, base = os.path.split(path)
     tmp = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
     target = tmp if directory else os.path.join(tmp, base)

@@ -31,4 +31,4 @@ def export_saved_model(model, path: str, flag: str = "--output") -> str:
     module = signatures.serving_module(model)
     with output_path.atomic_output(path, directory=True, flag=flag) as tmp:
         tf.saved_model.save(module, tmp, signatures=module.signatures())
-    return output_path.check_writable(path, flag)
+    return output_path.check_writable(path, flag, directory=True)
