@@ -109,7 +109,7 @@ MASKRCNN_OVERRIDES = ("num_scales", "aspect_ratios", "anchor_size", "rpn_num_con
                       "mask_num_filters", "head_activation", "roi_crop_size", "mask_crop_size", "rpn_pre_nms_top_k",
                       "rpn_nms_iou_threshold", "rpn_num_proposals", "test_rpn_pre_nms_top_k",
                       "test_rpn_nms_iou_threshold", "score_threshold", "pre_nms_top_k", "iou_threshold",
-                      "max_detections", "weight_decay")
+                      "max_detections", "num_sampled_rois", "num_sampled_masks", "weight_decay")
 
 # Classifiers: every backbone with the paper's multi-level head, named "classifier-<backbone>" (derived, not listed).
 CLASSIFIERS = {f"classifier-{name}": name for name in BACKBONES}

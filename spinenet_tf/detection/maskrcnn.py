@@ -42,6 +42,10 @@ class MaskRCNN(CheckpointCollections, keras.Model):
         test_rpn_pre_nms_top_k, test_rpn_nms_iou_threshold: The same at inference (1000, 0.7); the number of
             proposals is the same in both (the second stage has a static RoI count).
         score_threshold, pre_nms_top_k, iou_threshold, max_detections: Final detections (MG: 0.05, 5000, 0.5, 100).
+        num_sampled_rois, num_sampled_masks: Training only: RoIs sampled per image for the box head (a quarter at
+            most foreground) and foreground RoIs given a mask target (MG's `roi_sampler.num_sampled_rois` 512 and
+            `mask_sampler.num_sampled_masks` 128). `maskrcnn_training.training_outputs` caps them at what the
+            proposals allow; the mask head's training cost is proportional to the second.
         weight_decay: L2 penalty `weight_decay / 2 * sum(kernel**2)` (MG's `l2(weight_decay / 2)` regularizers).
 
     Call:
@@ -61,9 +65,13 @@ class MaskRCNN(CheckpointCollections, keras.Model):
                  rpn_pre_nms_top_k: int = 2000, rpn_nms_iou_threshold: float = 0.7, rpn_num_proposals: int = 1000,
                  test_rpn_pre_nms_top_k: int = 1000, test_rpn_nms_iou_threshold: float = 0.7,
                  score_threshold: float = 0.05, pre_nms_top_k: int = 5000, iou_threshold: float = 0.5,
-                 max_detections: int = 100, weight_decay: float = 0.0, **kwargs):
+                 max_detections: int = 100, num_sampled_rois: int = 512, num_sampled_masks: int = 128,
+                 weight_decay: float = 0.0, **kwargs):
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes}: must be >= 2 (class 0 is the background)")
+        for key, value in (("num_sampled_rois", num_sampled_rois), ("num_sampled_masks", num_sampled_masks)):
+            if value < 1:
+                raise ValueError(f"{key}={value}: must be >= 1")
         height, width = backbone.image_shape[:2]
         if height is None or width is None:
             raise ValueError("MaskRCNN needs a backbone with a fixed input size (anchors depend on it)")
@@ -113,6 +121,7 @@ class MaskRCNN(CheckpointCollections, keras.Model):
                                     test_rpn_nms_iou_threshold=test_rpn_nms_iou_threshold)
         self.decode_config = dict(score_threshold=score_threshold, pre_nms_top_k=pre_nms_top_k,
                                   iou_threshold=iou_threshold, max_detections=max_detections)
+        self.sampler_config = dict(num_sampled_rois=num_sampled_rois, num_sampled_masks=num_sampled_masks)
         self.weight_decay = weight_decay
         self.image_size = (height, width)
         # Anchors are fixed by the input size: a NumPy constant in the flat anchor layout, not a weight.
@@ -134,7 +143,7 @@ class MaskRCNN(CheckpointCollections, keras.Model):
                 "backbone": keras.saving.serialize_keras_object(self.backbone), "num_classes": self.num_classes,
                 "num_scales": anchors.num_scales, "aspect_ratios": list(anchors.aspect_ratios),
                 "anchor_size": anchors.anchor_size, **self.head_config, **self.proposal_config,
-                **self.decode_config, "weight_decay": self.weight_decay}
+                **self.decode_config, **self.sampler_config, "weight_decay": self.weight_decay}
 
     @classmethod
     def from_config(cls, config):

@@ -15,10 +15,9 @@ import tensorflow as tf
 from spinenet_tf.detection import anchors as anchors_lib
 from spinenet_tf.detection import maskrcnn_losses, maskrcnn_targets
 
-# MG's maskrcnn config: roi_sampler.num_sampled_rois 512 (foreground_fraction 0.25), mask_sampler.num_sampled_masks
-# 128, RPN anchor sampling 256 per image.
-NUM_SAMPLED_ROIS = 512
-NUM_SAMPLED_MASKS = 128
+# MG's maskrcnn config: roi_sampler.foreground_fraction 0.25 (the RoI counts are `MaskRCNN` settings), RPN anchor
+# sampling 256 per image.
+FOREGROUND_FRACTION = 0.25
 RPN_BATCH_SIZE_PER_IM = 256
 
 
@@ -29,7 +28,7 @@ def _split_levels(flat: tf.Tensor, counts: dict[int, int]) -> dict[int, tf.Tenso
 
 
 def training_outputs(model, images, labels, training: bool = True, seed: tf.Tensor | None = None,
-                     num_sampled_rois: int = NUM_SAMPLED_ROIS, num_sampled_masks: int = NUM_SAMPLED_MASKS
+                     num_sampled_rois: int | None = None, num_sampled_masks: int | None = None
                      ) -> dict[str, tf.Tensor]:
     """Runs the training path of a `MaskRCNN` and returns head outputs beside their targets.
 
@@ -40,8 +39,10 @@ def training_outputs(model, images, labels, training: bool = True, seed: tf.Tens
             `gt_classes` `[B, G]` (-1 padded, 1..C-1), `gt_masks` `[B, G, M, M]` box-aligned masks.
         training: Batch-norm mode (False still samples RoIs; used to check losses without updating statistics).
         seed: Optional `[2]` int seed for the RPN and RoI samples.
-        num_sampled_rois, num_sampled_masks: RoIs for the box head and masks for the mask head per image (MG:
-            512, 128), capped by the number of proposals, so shrunk test models work.
+        num_sampled_rois, num_sampled_masks: RoIs for the box head and masks for the mask head per image; None
+            takes the model's (`MaskRCNN.sampler_config`, MG: 512, 128). The RoIs are capped by the number of
+            proposals and the masks by the most foreground RoIs a sample holds (`FOREGROUND_FRACTION` of the
+            RoIs), so a shrunk model gets no mask-head rows that can only be padding.
 
     Returns:
         A dict: `rpn_scores` `[B, A]` logits, `rpn_boxes` `{level: [B, A_l, 4]}`, `rpn_score_targets`,
@@ -60,15 +61,20 @@ def training_outputs(model, images, labels, training: bool = True, seed: tf.Tens
     rpn_seed, roi_seed = (None, None) if seed is None else (seed, tf.reverse(seed, [0]) + 1)
     rpn = maskrcnn_targets.rpn_targets(tf.constant(model.anchor_boxes, tf.float32), gt_boxes, gt_classes,
                                        rpn_batch_size_per_im=RPN_BATCH_SIZE_PER_IM, seed=rpn_seed)
+    settings = model.sampler_config
+    num_sampled_rois = settings["num_sampled_rois"] if num_sampled_rois is None else num_sampled_rois
+    num_sampled_masks = settings["num_sampled_masks"] if num_sampled_masks is None else num_sampled_masks
     num_rois = min(num_sampled_rois, model.proposal_generator.num_rois)  # static: the heads need it
+    num_masks = min(num_sampled_masks, max(1, int(num_rois * FOREGROUND_FRACTION)))
     rois, matched_boxes, matched_classes, matched_indices = maskrcnn_targets.sample_rois(
-        rois, gt_boxes, gt_classes, num_sampled_rois=num_rois, seed=roi_seed)
+        rois, gt_boxes, gt_classes, num_sampled_rois=num_rois, foreground_fraction=FOREGROUND_FRACTION,
+        seed=roi_seed)
     rois = tf.stop_gradient(rois)
     cls_outputs, box_outputs = model.detection_head(model.roi_aligner(features, rois), training=training)
     mask_size = model.head_config["mask_crop_size"] * 2  # the mask head's 2x deconv
     mask_rois, mask_classes, mask_targets = maskrcnn_targets.sample_mask_targets(
         rois, matched_boxes, matched_classes, matched_indices, tf.cast(labels["gt_masks"], tf.float32),
-        num_sampled_masks=min(num_sampled_masks, num_rois), mask_target_size=mask_size)
+        num_sampled_masks=num_masks, mask_target_size=mask_size)
     mask_outputs = model.mask_head([model.mask_roi_aligner(features, mask_rois), mask_classes], training=training)
     return {"rpn_scores": anchors_lib.flatten_levels(raw_scores, 1)[..., 0],
             "rpn_boxes": _split_levels(anchors_lib.flatten_levels(raw_boxes, 4), counts),

@@ -53,7 +53,8 @@ def test_training_outputs_pair_every_head_with_its_targets(model):
     num_rois = 64  # the proposals: fewer than MG's 512
     assert out["cls_outputs"].shape == (2, num_rois, 4) and out["box_outputs"].shape == (2, num_rois, 16)
     assert out["class_targets"].shape == (2, num_rois)
-    assert out["mask_outputs"].shape == out["mask_targets"].shape == (2, num_rois, 28, 28)
+    # At most a quarter of the sampled RoIs are foreground, so only that many get a mask-head row (MG: 128 of 512).
+    assert out["mask_outputs"].shape == out["mask_targets"].shape == (2, num_rois // 4, 28, 28)
     classes = out["class_targets"].numpy()
     # The ground-truth boxes join the RoIs, so each image has foreground RoIs, all of its one class.
     assert set(np.unique(classes[0])) == {0, 1} and set(np.unique(classes[1])) == {0, 2}
@@ -63,6 +64,28 @@ def test_training_outputs_pair_every_head_with_its_targets(model):
     assert square.size and square.max() == pytest.approx(1.0)
     positives = (out["rpn_score_targets"].numpy() == 1).sum(axis=1)
     assert np.all(positives >= 1)  # each box's best anchor is positive
+
+
+def test_sample_counts_come_from_the_model_and_every_foreground_roi_gets_a_mask():
+    keras.utils.set_random_seed(2)
+    small = spinenet_tf.build_detector("maskrcnn-spinenet-49s", num_classes=4, input_shape=(SIZE, SIZE),
+                                       **TINY, num_sampled_rois=32, num_sampled_masks=6)
+    assert small.get_config()["num_sampled_rois"] == 32
+    images, labels = _batch()
+    out = maskrcnn_training.training_outputs(small, images, labels, seed=tf.constant([1, 2]))
+    assert out["cls_outputs"].shape[1] == 32 and out["mask_outputs"].shape[1] == 6
+    # The call's own counts win; the masks stay capped by the foreground a sample can hold (40 // 4).
+    out = maskrcnn_training.training_outputs(small, images, labels, seed=tf.constant([1, 2]), num_sampled_rois=40,
+                                             num_sampled_masks=100)
+    assert out["cls_outputs"].shape[1] == 40 and out["mask_outputs"].shape[1] == 10
+    foreground = (out["class_targets"].numpy() > 0).sum(axis=1)
+    assert np.all((out["mask_classes"].numpy() > 0).sum(axis=1) == foreground)
+
+
+def test_sample_counts_must_be_positive():
+    with pytest.raises(ValueError, match="num_sampled_masks=0: must be >= 1"):
+        spinenet_tf.build_detector("maskrcnn-spinenet-49s", num_classes=4, input_shape=(SIZE, SIZE), **TINY,
+                                   num_sampled_masks=0)
 
 
 def test_loss_is_the_sum_of_finite_terms(model):
