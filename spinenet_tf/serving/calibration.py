@@ -137,7 +137,7 @@ def with_ranges(calibrated: bytes, ranges: dict[int, tuple[float, float]]) -> by
 
 def quantize(converter, representative_dataset: Callable[[], Iterable[list[np.ndarray]]], input_type,
              output_type, input_range: tuple[float, float] | None = None,
-             float_scopes: Iterable[str] = ()) -> bytes:
+             float_scopes: Iterable[str] = (), float_outputs: bool = False) -> bytes:
     """Full-integer quantization of a configured `tf.lite.TFLiteConverter` with the ranges of this module.
 
     Args:
@@ -147,6 +147,8 @@ def quantize(converter, representative_dataset: Callable[[], Iterable[list[np.nd
         input_range: See `activation_ranges`.
         float_scopes: Ops whose output tensor names contain one of these stay float32 (the quantizer's
             `denylisted_nodes`).
+        float_outputs: The ops that produce the model's outputs stay float32 too (their tensors are named after
+            the signature's outputs, not the scopes they were built in).
 
     Returns:
         The .tflite bytes.
@@ -159,8 +161,11 @@ def quantize(converter, representative_dataset: Callable[[], Iterable[list[np.nd
     calibrated = converter.convert()
     ranges = activation_ranges(calibrated, representative_dataset, input_range=input_range)
     scopes = tuple(float_scopes)
-    names = [t.name.decode() for t in flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0].tensors]
+    subgraph = flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0]
+    names = [t.name.decode() for t in subgraph.tensors]
     float_nodes = [name for name in names if any(scope in name for scope in scopes)]
+    if float_outputs:
+        float_nodes += [names[index] for index in subgraph.outputs]
     quantized = lite_convert.mlir_quantize(with_ranges(calibrated, ranges), input_data_type=input_type,
                                            output_data_type=output_type, denylisted_nodes=float_nodes or None)
     return lite_convert.deduplicate_readonly_buffers(quantized)

@@ -79,10 +79,31 @@ def _detection_output_roles(model) -> list[int]:
         raise ValueError(f"the model has no {tflite_lib.POSTPROCESS_OP} op: detector metadata needs the NMS outputs "
                          "(export without raw outputs)")
     model_outputs = [int(t) for t in subgraph.OutputsAsNumpy()]
-    if sorted(model_outputs) != sorted(op_outputs):
+    # Boxes, classes and count are the op's own outputs; the scores may be computed from its output 2 (the op runs
+    # on logits and the graph applies the sigmoid to the kept ones, `tflite.SCORE_SCOPE`).
+    derived = [t for t in model_outputs if t not in op_outputs]
+    if (sorted(t for t in model_outputs if t in op_outputs) != sorted(op_outputs[:2] + op_outputs[3:]) or
+            (derived and (len(derived) > 1 or op_outputs[2] not in _ancestors(subgraph, derived[0])))
+            or (not derived and op_outputs[2] not in model_outputs)):
         raise ValueError(f"the model outputs {model_outputs} are not the {tflite_lib.POSTPROCESS_OP} outputs "
                          f"{op_outputs}")
-    return [op_outputs.index(t) for t in model_outputs]
+    return [op_outputs.index(t) if t in op_outputs else 2 for t in model_outputs]
+
+
+def _ancestors(subgraph, tensor: int) -> set[int]:
+    """The tensors `tensor` is computed from in `subgraph`."""
+    producers = {}
+    for i in range(subgraph.OperatorsLength()):
+        operator = subgraph.Operators(i)
+        for output in operator.OutputsAsNumpy():
+            producers[int(output)] = [int(t) for t in operator.InputsAsNumpy() if t >= 0]
+    seen, todo = set(), [tensor]
+    while todo:
+        for parent in producers.get(todo.pop(), []):
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return seen
 
 
 def _tensor(fb, name: str, description: str, content_type, properties, range_dim: bool = False):

@@ -2,22 +2,30 @@
 
 Detectors end in TFLite's `TFLite_Detection_PostProcess` custom op, emitted as Model Garden does
 (`official/vision/modeling/layers/detection_generator.py::_generate_detections_tflite`, tf-models-official 2.20.0):
-the graph passes box codes `[1, N, 4]`, sigmoid scores `[1, N, C]` and anchors `[N, 4]` (ycenter, xcenter, h, w) to an
-empty `tf.function` whose `experimental_implements` string names the op and its attributes, and the MLIR converter
-legalises that function to the custom op (REFERENCE.md §4.2). Anchors are divided by the input size, so boxes come
-out as RATIO in [0, 1] of the model input, which is what MediaPipe / Task Library detectors expect (§4.4).
+the graph passes box codes `[1, N, 4]`, class scores `[1, N, C]` and anchors `[N, 4]` (ycenter, xcenter, h, w) to
+an empty `tf.function` whose `experimental_implements` string names the op and its attributes, and the MLIR
+converter legalises that function to the custom op (REFERENCE.md §4.2). Anchors are divided by the input size, so
+boxes come out as RATIO in [0, 1] of the model input, which is what MediaPipe / Task Library detectors expect (§4.4).
+Unlike MG, the op gets the logits (threshold logit(t)) and the sigmoid runs on the K kept scores only: the same
+detections without a sigmoid over all N x C scores (the logits order boxes at least as finely as their float32
+sigmoids, which can tie where the logits differ; `tests/litert/tflite_graph_test.py`).
 
 The TFLite input is float32 `[1, H, W, 3]` RGB scaled to [-1, 1), `(pixel - 128) / 128` (`to_tflite_input`), of
-the resized (and, as in training, padded) image; the graph's first ops turn it into the ImageNet normalisation the
-network was trained with (`detection_input.normalize_image`). Why not ImageNet statistics at the input:
+the resized (and, as in training, padded) image. The graph turns it into the ImageNet normalisation the network was
+trained with (`detection_input.normalize_image`) with one op: `(x - offset_c) * scale_c` is exact, so the graph
+subtracts the per-channel offset and the scale is folded into the stem conv's kernel (`fold_input_scale`). Measured
+on Mobile-49XS at 256 (float32, XNNPACK, 1 thread): the unfolded normalisation cost 0.85 ms of 11.7 per invoke, the
+one subtraction 0.25 ms (`bench/tflite_latency.py`). Why not ImageNet statistics at the input:
 MediaPipe's ObjectDetector refuses per-channel NormalizationOptions ("Per-channel image normalization is not
-available", mediapipe 1.2.2), and one mean / std for all channels is what it applies. Why 128 and not 127.5: an
-int8 input step of 1 / 128 maps pixel p exactly to the integer p - 128, whereas with 127.5 every pixel lands
+available", mediapipe 1.2.2), and one mean / std for all channels is what it applies. Why 128 and not 127.5: the
+input (p - 128) / 128 is exact in float in every runtime, and an int8 input step of 1 / 128 (int8-input
+classifiers) maps pixel p exactly to the integer p - 128, whereas with 127.5 every pixel lands
 half-way between two int8 values, so float rounding noise of 1e-7 in the caller's normalisation (MediaPipe's
 differs from numpy's) flips pixels by one step and int8 detections differ between runtimes (measured: scores
 4 steps of 1/256 apart at the median between MediaPipe and LiteRT). Outputs of the NMS version, all float32:
 
-    detection_boxes    [1, K, 4]  ymin, xmin, ymax, xmax as a fraction of the model input (not clipped)
+    detection_boxes    [1, K, 4]  ymin, xmin, ymax, xmax as a fraction of the model input (clipped to [0, 1]
+                                  unless `PostProcessConfig.clip_boxes` is off)
     detection_classes  [1, K]     class index (the head's channel; minus 1 when the model skips channel 0)
     detection_scores   [1, K]
     num_detections     [1]
@@ -38,10 +46,12 @@ Quantization (MG `export_tflite_lib.convert_tflite_model` names in brackets, REF
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable
 
+import flatbuffers
 import numpy as np
 import tensorflow as tf
 
@@ -57,8 +67,13 @@ INPUT_STD = 128.0
 INPUT_RANGE = ((0.0 - INPUT_MEAN) / INPUT_STD, (255.0 - INPUT_MEAN) / INPUT_STD)
 IO_TYPES = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
-# Name scope of the box decoding and clipping before the NMS op; kept in float32 in int8 models.
+# Name scopes of the box decoding and clipping before the NMS op and of the sigmoid of the scores it keeps; both
+# stay float32 in int8 models.
 CLIP_SCOPE = "clip_boxes_to_input"
+SCORE_SCOPE = "scores_of_kept_detections"
+# Name scope of the input offset subtraction; float32 in int8 models as well, where the quantizer's int8 SUB with
+# a per-channel constant cost 1.3 ms of 9.5 per invoke (Mobile-49XS at 256, 1 thread) and the float one 0.2 ms.
+INPUT_SCOPE = "input_offset"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +91,11 @@ class PostProcessConfig:
             2.3.0 drops every detection of one class (class 2 of 6 with 2 threads, measured on every image tried;
             `tests/litert/tflite_detector_test.py`); with one thread it matches the SavedModel exactly.
         nms_score_threshold, nms_iou_threshold: As the model's `score_threshold` / `iou_threshold`.
+        clip_boxes: Decode and clip the boxes to the input before the op, as `RetinaNet.decode` does, so that NMS
+            sees the same boxes as in the SavedModel (`clipped_boxes`). Off: the op gets the raw box codes and
+            anchors, as in Model Garden's export, and its boxes are not clipped; saves the decoding ops (0.4-0.5
+            ms of 11 per invoke on Mobile-49XS at 256, float32, 1 thread) and NMS may keep a different box among
+            overlapping boxes that cross the border.
     """
 
     max_detections: int = 100
@@ -84,6 +104,7 @@ class PostProcessConfig:
     use_regular_nms: bool = False
     nms_score_threshold: float = 0.05
     nms_iou_threshold: float = 0.5
+    clip_boxes: bool = True
 
     @classmethod
     def from_model(cls, model, **overrides) -> PostProcessConfig:
@@ -105,9 +126,46 @@ def tflite_input_from_normalized(images) -> np.ndarray:
     return to_tflite_input(np.asarray(images, np.float32) * std + mean)
 
 
-def _to_normalized(image: tf.Tensor) -> tf.Tensor:
-    """In the graph: the TFLite input -> the network's ImageNet-normalised input."""
-    return detection_input.normalize_image(image * INPUT_STD + INPUT_MEAN)
+def input_offset_and_scale() -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel `(offset, scale)` with `normalize_image(pixels) == (to_tflite_input(pixels) - offset) * scale`."""
+    mean, std = np.array(detection_input.MEAN_RGB, np.float64), np.array(detection_input.STDDEV_RGB, np.float64)
+    return ((mean - INPUT_MEAN) / INPUT_STD).astype(np.float32), (INPUT_STD / std).astype(np.float32)
+
+
+def fold_input_scale(model, scale: np.ndarray):
+    """A copy of `model` (a RetinaNet or Classifier) whose stem conv multiplies input channel c by `scale[c]`.
+
+    The stem conv (`backbone.get_layer("stem_conv")`) is the only consumer of the backbone's input, and a per-input-
+    channel factor commutes with its zero padding, so `copy(x) == model(x * scale)` up to float rounding. The
+    original model is not touched.
+    """
+    copy = type(model).from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    conv = copy.backbone.get_layer("stem_conv")
+    conv.kernel.assign(conv.kernel * tf.constant(scale, conv.kernel.dtype)[None, None, :, None])
+    return copy
+
+
+def _hold_folded(module: tf.Module, model) -> None:
+    """Holds a copy of `model` with the input scale folded; the graph subtracts `module._input_offset`."""
+    offset, scale = input_offset_and_scale()
+    signatures.hold_model(module, fold_input_scale(model, scale))
+    module._input_offset = tf.constant(offset)
+
+
+def _to_folded_input(module: tf.Module, image: tf.Tensor) -> tf.Tensor:
+    """In the graph: the TFLite input -> the folded model's input (the normalised image over `scale`)."""
+    with tf.name_scope(INPUT_SCOPE):
+        return image - module._input_offset
+
+
+def logit(probability: float) -> float:
+    """The score threshold of the op, which runs on logits: log(p / (1 - p)); -1e30 (keep all) for p <= 0."""
+    if probability <= 0.0:
+        return -1e30
+    if probability >= 1.0:
+        return 1e30
+    return math.log(probability / (1.0 - probability))
 
 
 def implements_signature(config: PostProcessConfig, num_classes: int) -> str:
@@ -131,7 +189,7 @@ class TFLiteDetectionModule(tf.Module):
 
     def __init__(self, model, postprocess: PostProcessConfig | None = None, raw_outputs: bool = False):
         super().__init__()
-        signatures.hold_model(self, model)
+        _hold_folded(self, model)
         self.image_size = signatures.image_size_of(model)
         self.postprocess = postprocess or PostProcessConfig.from_model(model)
         self.raw_outputs = raw_outputs
@@ -142,21 +200,32 @@ class TFLiteDetectionModule(tf.Module):
                          / tf.constant([height, width, height, width], tf.float32))
         # With C + 1 score columns the kernel treats column 0 as background and reports classes 1..C as 0..C-1.
         num_classes = model.num_classes - 1 if self.skip_class_zero else model.num_classes
-        self._nms = tf.function(_empty_postprocess,
-                                experimental_implements=implements_signature(self.postprocess, num_classes))
+        on_logits = dataclasses.replace(self.postprocess,
+                                        nms_score_threshold=logit(self.postprocess.nms_score_threshold))
+        self._nms = tf.function(_empty_postprocess, experimental_implements=implements_signature(on_logits, num_classes))
 
     def serve(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
-        outputs = self._model(_to_normalized(image), training=False)
+        outputs = self._model(_to_folded_input(self, image), training=False)
         box_codes = tf.cast(outputs["box_outputs"], tf.float32)
-        scores = tf.sigmoid(tf.cast(outputs["cls_outputs"], tf.float32))
+        logits = tf.cast(outputs["cls_outputs"], tf.float32)
         if self.raw_outputs:
-            return {"raw_boxes": box_codes, "raw_scores": scores}
-        with tf.name_scope(CLIP_SCOPE):
-            clipped = clipped_boxes(box_codes, self._anchors)
-            # Zero codes relative to the clipped boxes: the op decodes them to exactly those boxes. (Computed, not
-            # a constant, which would add N x 16 bytes to the file.)
-            zero_codes = box_codes - box_codes
-        boxes, classes, scores, count = self._nms(zero_codes, scores, clipped)
+            return {"raw_boxes": box_codes, "raw_scores": tf.sigmoid(logits)}
+        if self.postprocess.clip_boxes:
+            with tf.name_scope(CLIP_SCOPE):
+                anchors = clipped_boxes(box_codes, self._anchors)
+                # Zero codes relative to the clipped boxes: the op decodes them to exactly those boxes. (Computed,
+                # not a constant, which would add N x 16 bytes to the file.)
+                box_codes = box_codes - box_codes
+        else:
+            anchors = self._anchors
+        # NMS on the logits: the sigmoid is increasing, so with the threshold at logit(t) the op keeps the same
+        # boxes in the same order, and only the K kept scores go through the sigmoid (not N x C of them; 0.35 ms
+        # of 10 per invoke on Mobile-49XS at 256, 91 classes). Rows past num_detections stay 0, as the op's.
+        boxes, classes, kept_logits, count = self._nms(box_codes, logits, anchors)
+        with tf.name_scope(SCORE_SCOPE):
+            rows = tf.range(self.postprocess.max_detections, dtype=tf.float32)[None]
+            # sigmoid(-1e4) is exactly 0 with the builtin kernel and XNNPACK (which returns NaN for -1e30).
+            scores = tf.sigmoid(tf.where(rows < tf.reshape(count, [-1, 1]), kept_logits, -1e4))
         return {"detection_boxes": boxes, "detection_classes": classes, "detection_scores": scores,
                 "num_detections": count}
 
@@ -196,11 +265,11 @@ class TFLiteClassificationModule(tf.Module):
 
     def __init__(self, model):
         super().__init__()
-        signatures.hold_model(self, model)
+        _hold_folded(self, model)
         self.image_size = signatures.image_size_of(model)
 
     def serve(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"logits": tf.cast(self._model(_to_normalized(image), training=False), tf.float32)}
+        return {"logits": tf.cast(self._model(_to_folded_input(self, image), training=False), tf.float32)}
 
     def signature(self):
         height, width = self.image_size
@@ -268,9 +337,36 @@ def convert(model, quantization: str = "none",
         elif quantization == "int8":
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             # Activation ranges measured by `calibration` (percentile-clipped), not the converter's min/max.
-            return calibration.quantize(converter, representative_dataset, IO_TYPES[io_type], IO_TYPES[io_type],
-                                        input_range=INPUT_RANGE, float_scopes=(CLIP_SCOPE,))
-        return converter.convert()
+            # The offset is subtracted in float before the input is quantized (int8 / uint8 inputs are first
+            # dequantized, exactly: their step is 1 / 128); the int8 subtraction was slower and, with int8 I/O,
+            # less accurate (classifier top-1 agreement with Keras 0.91 against 1.0).
+            return compact_tensor_names(calibration.quantize(
+                converter, representative_dataset, IO_TYPES[io_type], IO_TYPES[io_type], input_range=INPUT_RANGE,
+                float_scopes=(INPUT_SCOPE, CLIP_SCOPE, SCORE_SCOPE), float_outputs=detector and not raw_outputs))
+        return compact_tensor_names(converter.convert())
+
+
+def compact_tensor_names(content: bytes) -> bytes:
+    """The .tflite with shorter tensor names; nothing else changes (weights, ops, signatures, I/O names).
+
+    The converter names a fused op's output after every op it absorbed, joined by ';', each with the full Keras
+    scope: on RetinaNet Mobile-49XS the names are 66 KB of a 3.7 MB file (Model Garden's, with shorter layer
+    names: 40 KB). Each tensor keeps the first of those names without its outermost scope (the model's name), e.g.
+    "spinenet_mobile_49xs_1/block15_resample1_1/down0_bn_1/FusedBatchNormV3"; graph inputs and outputs keep theirs.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(content, 0))
+    for subgraph in model.subgraphs:
+        keep = set(subgraph.inputs.tolist()) | set(subgraph.outputs.tolist())
+        for index, tensor in enumerate(subgraph.tensors):
+            if index in keep or not tensor.name:
+                continue
+            name = tensor.name.decode().split(";")[0]
+            tensor.name = name.split("/", 1)[1] if "/" in name else name
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), b"TFL3")
+    return bytes(builder.Output())
 
 
 def write_tflite(content: bytes, path: str, flag: str = "--output") -> str:
