@@ -1,5 +1,5 @@
-"""Params and FLOPs (multiply-adds) of every registered backbone and RetinaNet at its paper resolution, beside the
-papers' numbers, as Markdown tables (the README's model table).
+"""Params and FLOPs (multiply-adds) of every registered backbone, RetinaNet and Mask R-CNN at its paper resolution,
+beside the papers' numbers, as Markdown tables (the README's model table).
 
     python bench/model_stats.py                     # all: about 15 minutes on 2 CPU cores, < 4 GB RAM
     python bench/model_stats.py spinenet-49 retinanet-spinenet-49
@@ -30,12 +30,24 @@ PAPER_DETECTORS = {
 }
 
 
+# Published Mask R-CNN (params M, FLOPs B, box AP / mask AP), REFERENCE.md §1.4: 49S / 49 / 96 the paper (via [YR]),
+# 143 / 190 the authors' model zoo ([TPU-ZOO]); 91 classes (COCO with the background), 1000 proposals, 100
+# detections.
+PAPER_MASKRCNN = {
+    "maskrcnn-spinenet-49s": (13.9, 60.2, "39.3 / 34.8"),
+    "maskrcnn-spinenet-49": (40.8, 216.1, "42.9 / 38.1"),
+    "maskrcnn-spinenet-96": (55.2, 315.0, "47.2 / 41.5"),
+    "maskrcnn-spinenet-143": (79.2, 498.4, "48.7 / 42.6"),
+    "maskrcnn-spinenet-190": (168.2, 1685.7, "52.0 / 45.9"),
+}
+
+
 def _measure(name: str, size: int):
     import spinenet_tf
     from spinenet_tf import model_stats, registry
 
     start = time.perf_counter()
-    if name in registry.DETECTORS:
+    if name in registry.DETECTORS or name in registry.MASKRCNN_DETECTORS:
         model = spinenet_tf.build_detector(name, num_classes=91, input_shape=(size, size))
     elif name in registry.CLASSIFIERS:
         model = spinenet_tf.build_classifier(name, num_classes=1000, input_shape=(size, size))
@@ -50,14 +62,32 @@ def _row(name: str, size: int, pool) -> tuple:
     return params / 1e6, flops / 1e9, seconds
 
 
+def _paper_table(title: str, names: list[str], table: dict, paper_rows: dict, context) -> None:
+    """Our params and FLOPs of `names` at their paper resolution beside `paper_rows` (params M, FLOPs B, AP)."""
+    print(f"\n| {title} (91 classes) | input | params (M) | paper params | ratio | FLOPs (B) | paper FLOPs | ratio "
+          "| paper AP |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name in names:
+        size = table[name].image_size
+        with context.Pool(1) as pool:
+            params, flops, _ = _row(name, size, pool)
+        paper = paper_rows.get(name)
+        cells = ["—"] * 5 if paper is None else [
+            f"{paper[0]:g}", f"{params / paper[0]:.3f}", f"{paper[1]:g}", f"{flops / paper[1]:.3f}", f"{paper[2]}"]
+        flops_text = f"{flops:.1f}" if flops >= 10 else f"{flops:.3f}"
+        print(f"| {name} | {size} | {params:.3f} | {cells[0]} | {cells[1]} | {flops_text} | {cells[2]} | "
+              f"{cells[3]} | {cells[4]} |", flush=True)
+
+
 def main(names: list[str]) -> None:
     from spinenet_tf import registry
 
-    names = names or list(registry.BACKBONES) + list(registry.DETECTORS)
+    names = names or list(registry.BACKBONES) + list(registry.DETECTORS) + list(registry.MASKRCNN_DETECTORS)
     context = multiprocessing.get_context("spawn")
     backbones = [n for n in names if n in registry.BACKBONES]
     detectors = [n for n in names if n in registry.DETECTORS]
     classifiers = [n for n in names if n in registry.CLASSIFIERS]
+    maskrcnns = [n for n in names if n in registry.MASKRCNN_DETECTORS]
     if backbones:
         print("| backbone | input | params (M) | FLOPs (B multiply-adds) | seconds |")
         print("| --- | --- | ---: | ---: | ---: |")
@@ -67,21 +97,11 @@ def main(names: list[str]) -> None:
                 params, flops, seconds = _row(name, size, pool)
             print(f"| {name} | {size} | {params:.3f} | {flops:.2f} | {seconds:.0f} |", flush=True)
         print()
-    if detectors:
-        print("| detector (91 classes) | input | params (M) | paper params | ratio | FLOPs (B) | paper FLOPs | ratio "
-              "| paper AP |")
-        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for name in detectors:
-            size = registry.DETECTORS[name].image_size
-            with context.Pool(1) as pool:
-                params, flops, _ = _row(name, size, pool)
-            paper = PAPER_DETECTORS.get(name)
-            cells = ["—"] * 5 if paper is None else [
-                f"{paper[0]:g}", f"{params / paper[0]:.3f}", f"{paper[1]:g}", f"{flops / paper[1]:.3f}", f"{paper[2]:g}"]
-            flops_text = f"{flops:.1f}" if flops >= 10 else f"{flops:.3f}"
-            print(f"| {name} | {size} | {params:.3f} | {cells[0]} | {cells[1]} | {flops_text} | {cells[2]} | "
-                  f"{cells[3]} | {cells[4]} |", flush=True)
-
+    # Mask R-CNN: the whole inference pass (RPN, box head on the 1000 proposals, mask head on the 100 detections).
+    for title, group, table, paper in (("detector", detectors, registry.DETECTORS, PAPER_DETECTORS),
+                                       ("Mask R-CNN", maskrcnns, registry.MASKRCNN_DETECTORS, PAPER_MASKRCNN)):
+        if group:
+            _paper_table(title, group, table, paper, context)
 
     if classifiers:
         # Paper (REFERENCE §1.5, ImageNet, 1000 classes): params incl. the FC layer; FLOPs at 224 (ours: 256).

@@ -2,6 +2,7 @@
 
     python -m spinenet_tf.summary --model=spinenet-49 --image_size=640
     python -m spinenet_tf.summary --model=spinenet-mobile-49xs --image_size=256 --json
+    python -m spinenet_tf.summary --model=maskrcnn-spinenet-49 --image_size=640
 """
 
 from __future__ import annotations
@@ -17,17 +18,21 @@ from spinenet_tf import model_stats, registry
 
 _MODEL = flags.DEFINE_string("model", None, "A name from `spinenet_tf.list_models()`, e.g. spinenet-49.")
 _IMAGE_SIZE = flags.DEFINE_string("image_size", None, "H or H,W; each divisible by 128 (2**max_level).")
-_NUM_CLASSES = flags.DEFINE_integer("num_classes", 91, "Classes of a detector or classifier head (COCO: 91).")
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", 91, "Classes of a detector or classifier head (COCO: 91; Mask "
+                                    "R-CNN counts the background class 0).")
 _JSON = flags.DEFINE_boolean("json", False, "Print JSON (params, flops, per_level, model, image_size).")
 flags.DEFINE_alias("image-size", "image_size")
 flags.DEFINE_alias("num-classes", "num_classes")
 
 _SIZE_DIVISOR = 128  # 2**max_level of every registered model
 
-# Name table -> builder(name, input_shape, num_classes). Detectors count backbone + head (no NMS), as the papers.
+# Name table -> builder(name, input_shape, num_classes). RetinaNets count backbone + head (no NMS), as the papers;
+# Mask R-CNNs the whole inference pass: RPN, the box head on every proposal (1000) and the mask head on every
+# detection slot (100), the counting that reproduces the papers' Mask R-CNN FLOPs (bench/model_stats.py).
 _BUILDERS: tuple[tuple[dict, Callable], ...] = (
     (registry.BACKBONES, lambda name, input_shape, num_classes: spinenet_tf.build_backbone(name, input_shape)),
     (registry.DETECTORS, spinenet_tf.build_detector),
+    (registry.MASKRCNN_DETECTORS, spinenet_tf.build_detector),
     (registry.CLASSIFIERS, spinenet_tf.build_classifier),
 )
 
@@ -49,8 +54,10 @@ class SummaryConfig:
             height, width = self.image_size
             raise ValueError(f"--image_size={height if height == width else f'{height},{width}'}: each side must "
                              f"be a positive multiple of {_SIZE_DIVISOR} (2**max_level)")
-        if self.num_classes < 1:
-            raise ValueError(f"--num_classes={self.num_classes}: must be >= 1")
+        least = 2 if self.model in registry.MASKRCNN_DETECTORS else 1
+        if self.num_classes < least:
+            raise ValueError(f"--num_classes={self.num_classes}: must be >= {least}"
+                             + (" (class 0 is the background)" if least == 2 else ""))
 
 
 def parse_image_size(text: str) -> tuple[int, int]:

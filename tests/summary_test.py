@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import spinenet_tf
+from spinenet_tf import model_stats
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -46,3 +47,21 @@ def test_image_size_not_divisible_by_128():
     result = _run("--model", "spinenet-49", "--image_size", "600")
     assert result.returncode != 0
     assert "--image_size=600:" in result.stderr and "128" in result.stderr.strip().splitlines()[-1]
+
+
+def test_mask_rcnn_counts_the_whole_inference_pass():
+    result = _run("--model", "maskrcnn-spinenet-49s", "--image_size", "128", "--num_classes", "7", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    model = spinenet_tf.build_detector("maskrcnn-spinenet-49s", 7, (128, 128))
+    assert summary["params"] == model_stats.count_params(model)
+    # The mask head's 1x1 mask predictor alone: 100 detection slots x 28 x 28 x 128 channels x 7 classes.
+    assert summary["per_level"]["head"]["flops"] > 100 * 28 * 28 * 128 * 7
+    backbone = model_stats.count_flops(spinenet_tf.build_backbone("spinenet-49s", (128, 128, 3)), (128, 128, 3))
+    assert summary["flops"] > 2 * backbone  # at 128 px the second stage on 1000 RoIs outweighs the backbone
+
+
+def test_mask_rcnn_needs_a_background_class():
+    result = _run("--model", "maskrcnn-spinenet-49s", "--image_size", "128", "--num_classes", "1")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].endswith("--num_classes=1: must be >= 2 (class 0 is the background)")
