@@ -159,9 +159,8 @@ def test_params_match_paper(name):
 PAPER_FLOPS = [("maskrcnn-spinenet-49s", 640, 60.2), ("maskrcnn-spinenet-49", 640, 216.1)]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name, size, billions", PAPER_FLOPS, ids=[row[0] for row in PAPER_FLOPS])
-def test_flops_match_paper(name, size, billions):
+def test_flops_match_paper(name, size, billions):  # 5-10 s each
     model = spinenet_tf.build_detector(name, num_classes=91, input_shape=(size, size))
     flops = count_flops(model, (size, size, 3))
     del model
