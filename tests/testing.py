@@ -258,3 +258,19 @@ def run_train(*flags: str, timeout: float = 600, check: bool = True, **env) -> s
     if check and result.returncode != 0:
         raise AssertionError(f"train exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
+
+
+def detector_flops(name: str, size: int, num_classes: int = 91) -> int:
+    """Multiply-adds of `build_detector(name, num_classes)` at `size` x `size`; frees the model afterwards (the big
+    detectors hold gigabytes of graph)."""
+    import gc
+
+    import spinenet_tf
+    from spinenet_tf.model_stats import count_flops
+
+    model = spinenet_tf.build_detector(name, num_classes=num_classes, input_shape=(size, size))
+    flops = count_flops(model, (size, size, 3))
+    del model
+    keras.backend.clear_session()
+    gc.collect()
+    return flops

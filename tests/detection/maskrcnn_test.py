@@ -25,7 +25,7 @@ import spinenet_tf
 import testing
 from spinenet_tf import registry
 from spinenet_tf.detection.maskrcnn import MaskRCNN
-from spinenet_tf.model_stats import count_flops, count_params
+from spinenet_tf.model_stats import count_params
 
 PARAMS_SIZE = 128  # parameter counts do not depend on the input size; 128 = 2**max_level is the smallest legal one
 # Building a whole detector takes 5-40 s on 2 loaded cores (Model Garden's tf_keras SpineNet the longest): the default
@@ -161,11 +161,7 @@ PAPER_FLOPS = [("maskrcnn-spinenet-49s", 640, 60.2), ("maskrcnn-spinenet-49", 64
 
 @pytest.mark.parametrize("name, size, billions", PAPER_FLOPS, ids=[row[0] for row in PAPER_FLOPS])
 def test_flops_match_paper(name, size, billions):  # 5-10 s each
-    model = spinenet_tf.build_detector(name, num_classes=91, input_shape=(size, size))
-    flops = count_flops(model, (size, size, 3))
-    del model
-    keras.backend.clear_session()
-    gc.collect()
+    flops = testing.detector_flops(name, size)
     # 3%, as for RetinaNet (retinanet_test.py): the paper rounds to 0.1 B and counts with its own tool.
     assert flops / 1e9 == pytest.approx(billions, rel=0.03)
 
