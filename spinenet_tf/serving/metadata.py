@@ -26,7 +26,6 @@ import io
 import zipfile
 from collections.abc import Sequence
 
-import flatbuffers
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as tflite_schema
 
@@ -46,12 +45,6 @@ def _metadata_schema():
         raise ImportError(f"writing TFLite metadata needs the mediapipe package (pip install mediapipe): {error}") \
             from None
     return metadata_schema_py_generated
-
-
-def _pack(table, identifier: bytes) -> bytes:
-    builder = flatbuffers.Builder(0)
-    builder.Finish(table.Pack(builder), identifier)
-    return bytes(builder.Output())
 
 
 def _flatbuffer(content: bytes) -> bytes:
@@ -180,7 +173,7 @@ def detector_metadata(content: bytes, labels: Sequence[str], mean: Sequence[floa
         "SpineNet RetinaNet detector (spinenet_tf); boxes as fractions of the input, classes index the label file.")
     metadata.subgraphMetadata = [subgraph]
     metadata.minParserVersion = _MIN_PARSER_VERSION
-    return _pack(metadata, b"M001")
+    return tflite_lib.pack_flatbuffer(metadata, b"M001")
 
 
 def populate(content: bytes, metadata: bytes, files: dict[str, bytes]) -> bytes:
@@ -201,7 +194,7 @@ def populate(content: bytes, metadata: bytes, files: dict[str, bytes]) -> bytes:
         entry.name = METADATA_NAME
         entry.buffer = len(model.buffers) - 1
         model.metadata.append(entry)
-    packed = io.BytesIO(_pack(model, b"TFL3"))
+    packed = io.BytesIO(tflite_lib.pack_flatbuffer(model, b"TFL3"))
     packed.seek(0, io.SEEK_END)
     with zipfile.ZipFile(packed, "a") as archive:
         for file_name, data in files.items():

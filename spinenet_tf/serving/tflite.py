@@ -364,8 +364,13 @@ def compact_tensor_names(content: bytes) -> bytes:
                 continue
             name = tensor.name.decode().split(";")[0]
             tensor.name = name.split("/", 1)[1] if "/" in name else name
+    return pack_flatbuffer(model, b"TFL3")
+
+
+def pack_flatbuffer(table, identifier: bytes) -> bytes:
+    """Serialises a flatbuffer object-API table (a TFLite `ModelT`, a metadata table) with its file identifier."""
     builder = flatbuffers.Builder(0)
-    builder.Finish(model.Pack(builder), b"TFL3")
+    builder.Finish(table.Pack(builder), identifier)
     return bytes(builder.Output())
 
 
