@@ -210,6 +210,11 @@ class TFLiteDetectionModule(tf.Module):
         logits = tf.cast(outputs["cls_outputs"], tf.float32)
         if self.raw_outputs:
             return {"raw_boxes": box_codes, "raw_scores": tf.sigmoid(logits)}
+        return self.detections(box_codes, logits)
+
+    def detections(self, box_codes: tf.Tensor, logits: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Box codes `[1, N, 4]` and class logits `[1, N, C]` -> the four outputs of the NMS op (the graph's tail
+        after the network; `bench/tflite_postprocess.py` times it alone)."""
         if self.postprocess.clip_boxes:
             with tf.name_scope(CLIP_SCOPE):
                 anchors = clipped_boxes(box_codes, self._anchors)
