@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -37,9 +36,8 @@ def _tail(model, clip_boxes: bool) -> bytes:
     serve = tf.function(module.detections, input_signature=[
         tf.TensorSpec([1, count, 4], tf.float32, name="box_codes"),
         tf.TensorSpec([1, count, model.num_classes], tf.float32, name="logits")])
-    with tempfile.TemporaryDirectory(prefix="spinenet_tf_tail_") as saved_model_dir:
-        tf.saved_model.save(module, saved_model_dir, signatures={"serving_default": serve.get_concrete_function()})
-        return tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"]).convert()
+    with tflite.saved_model_converter(module, serve.get_concrete_function()) as converter:
+        return converter.convert()
 
 
 def _median_ms(interpreter, runs: int) -> float:

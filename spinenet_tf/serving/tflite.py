@@ -45,6 +45,7 @@ Quantization (MG `export_tflite_lib.convert_tflite_model` names in brackets, REF
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -330,11 +331,7 @@ def convert(model, quantization: str = "none",
                          "float; MediaPipe requires float outputs)")
     module = (TFLiteDetectionModule(model, postprocess, raw_outputs) if detector
               else TFLiteClassificationModule(model))
-    with tempfile.TemporaryDirectory(prefix="spinenet_tf_tflite_") as saved_model_dir:
-        # Converting from a SavedModel, as MG does: from_concrete_functions inlines the empty NMS function
-        # before the converter can see its `experimental_implements` attribute.
-        tf.saved_model.save(module, saved_model_dir, signatures={"serving_default": module.signature()})
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
+    with saved_model_converter(module, module.signature()) as converter:
         if quantization != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantization == "fp16":
@@ -349,6 +346,19 @@ def convert(model, quantization: str = "none",
                 converter, representative_dataset, IO_TYPES[io_type], IO_TYPES[io_type], input_range=INPUT_RANGE,
                 float_scopes=(INPUT_SCOPE, CLIP_SCOPE, SCORE_SCOPE), float_outputs=detector and not raw_outputs))
         return compact_tensor_names(converter.convert())
+
+
+@contextlib.contextmanager
+def saved_model_converter(module: tf.Module, signature):
+    """A `TFLiteConverter` of `module` saved with the concrete function `signature` as `serving_default`, valid
+    inside the `with` (the SavedModel is a temporary directory the converter reads when it converts).
+
+    From a SavedModel, as MG does: from_concrete_functions inlines the empty NMS function before the converter can
+    see its `experimental_implements` attribute.
+    """
+    with tempfile.TemporaryDirectory(prefix="spinenet_tf_tflite_") as saved_model_dir:
+        tf.saved_model.save(module, saved_model_dir, signatures={"serving_default": signature})
+        yield tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
 
 
 def compact_tensor_names(content: bytes) -> bytes:

@@ -124,8 +124,6 @@ def test_nms_on_logits_keeps_what_nms_on_sigmoid_scores_keeps(detector, pixels):
 
 def _convert_on_sigmoid_scores(model, config) -> bytes:
     """Our float graph with the op fed sigmoid scores at threshold t, as Model Garden's graph does."""
-    import tempfile
-
     module = tflite.TFLiteDetectionModule(model, config)
     module._nms = tf.function(tflite._empty_postprocess,
                               experimental_implements=tflite.implements_signature(config, model.num_classes))
@@ -139,9 +137,7 @@ def _convert_on_sigmoid_scores(model, config) -> bytes:
                 "num_detections": count}
 
     function = tf.function(serve, input_signature=[tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32, name="image")])
-    with tempfile.TemporaryDirectory() as saved:
-        tf.saved_model.save(module, saved, signatures={"serving_default": function.get_concrete_function()})
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=["serving_default"])
+    with tflite.saved_model_converter(module, function.get_concrete_function()) as converter:
         return converter.convert()
 
 
