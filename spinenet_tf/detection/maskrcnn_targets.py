@@ -169,19 +169,29 @@ def _noise(shape, seed: tf.Tensor | None) -> tf.Tensor:
     return tf.random.uniform(shape) if seed is None else tf.random.stateless_uniform(shape, seed)
 
 
-def _first_by_noise(candidates: tf.Tensor, noise: tf.Tensor, count) -> tf.Tensor:
-    """The `count` (per row) candidates of highest noise: a uniform random subset without replacement."""
-    rank = tf.argsort(tf.argsort(tf.where(candidates, noise, -1.0), axis=-1, direction="DESCENDING"), axis=-1)
-    return tf.logical_and(candidates, rank < count)
+def _first_by_noise(candidates: tf.Tensor, noise: tf.Tensor, count, max_count: int) -> tf.Tensor:
+    """The `count` (per row, at most `max_count`) candidates of highest noise, ties to the lower index: a uniform
+    random subset without replacement of the `[B, N]` mask `candidates`.
+
+    One `top_k` of `max_count` and a scatter, not a rank from two full argsorts (same subset: the sort's order is
+    `top_k`'s): 4 argsorts took 30 ms of a Mask R-CNN-49 batch-2 train step over 76,725 anchors."""
+    scores = tf.where(candidates, noise, -1.0)
+    _, order = tf.math.top_k(scores, k=tf.minimum(max_count, tf.shape(scores)[-1]))
+    within = tf.range(tf.shape(order)[-1])[None, :] < count
+    rows = tf.broadcast_to(tf.range(tf.shape(order)[0])[:, None], tf.shape(order))
+    within = tf.broadcast_to(within, tf.shape(order))
+    picked = tf.scatter_nd(tf.stack([rows, order], axis=-1), tf.cast(within, tf.int32), tf.shape(scores))
+    return tf.logical_and(candidates, picked > 0)
 
 
 def _subsample(positive: tf.Tensor, negative: tf.Tensor, noise: tf.Tensor, num_samples: int,
                positive_fraction: float) -> tuple[tf.Tensor, tf.Tensor]:
     """Random positives, at most `int(num_samples * positive_fraction)`, and negatives for the rest of
     `num_samples` (MG's `BalancedPositiveNegativeSampler`, is_static=False). Returns the kept masks `[B, N]`."""
-    kept_positive = _first_by_noise(positive, noise, int(num_samples * positive_fraction))
+    max_positive = int(num_samples * positive_fraction)
+    kept_positive = _first_by_noise(positive, noise, max_positive, max_positive)
     num_negative = num_samples - tf.reduce_sum(tf.cast(kept_positive, tf.int32), axis=-1, keepdims=True)
-    return kept_positive, _first_by_noise(negative, noise, num_negative)
+    return kept_positive, _first_by_noise(negative, noise, num_negative, num_samples)
 
 
 def rpn_targets(anchors: tf.Tensor, gt_boxes: tf.Tensor, gt_classes: tf.Tensor, *, match_threshold: float = 0.7,

@@ -136,6 +136,22 @@ def test_sampled_rois_respect_the_quota_and_the_thresholds():
     assert not np.array_equal(other[0].numpy(), sampled.numpy())
 
 
+def test_random_subset_is_the_highest_noise_candidates_ties_to_the_lower_index():
+    # Coarse noise makes ties; the counts differ per row and exceed the candidates in one row.
+    rng = np.random.default_rng(5)
+    candidates = rng.random((3, 500)) < np.array([[0.5], [0.05], [0.9]])
+    noise = np.round(rng.random((3, 500)), 2).astype(np.float32)
+    counts = np.array([[40], [60], [7]], np.int32)
+    kept = maskrcnn_targets._first_by_noise(tf.constant(candidates), tf.constant(noise), tf.constant(counts),
+                                            64).numpy()
+    for row in range(3):
+        order = np.argsort(-np.where(candidates[row], noise[row], -1.0), kind="stable")
+        expected = np.zeros(500, bool)
+        expected[order[:counts[row, 0]]] = True
+        np.testing.assert_array_equal(kept[row], expected & candidates[row])
+    assert kept.sum(axis=1).tolist() == [40, candidates[1].sum(), 7]
+
+
 # --- RPN anchor labels ------------------------------------------------------------------------------------------
 
 @pytest.mark.oracle

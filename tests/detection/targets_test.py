@@ -149,3 +149,19 @@ def test_matches_model_garden_anchor_labeler(negative_threshold):
     per_level = targets.targets_by_level(ours, anchors_lib.feature_sizes(3, 7, image_size), 9)
     for level, value in cls_mg.items():
         np.testing.assert_array_equal(per_level["cls_targets"][int(level)].numpy(), value.numpy())
+
+
+@pytest.mark.oracle
+def test_match_equals_model_garden_box_matcher_with_ties():
+    # Coarse similarities make many ties and several columns sharing a best row, the cases where the forced
+    # match's tie rules (first row per column, lowest column per row) decide the result.
+    box_matcher = pytest.importorskip("official.vision.ops.box_matcher")
+    rng = np.random.default_rng(3)
+    similarity = tf.constant(np.round(rng.random((3, 400, 30)) ** 6, 1), tf.float32)
+    columns, indicators = box_matcher.BoxMatcher([0.3, 0.7], [-1, -2, 1], force_match_for_each_col=True)(similarity)
+    matched, labels = matcher.match(similarity, positive_threshold=0.7, negative_threshold=0.3)
+    expected = {-1: matcher.NEGATIVE, -2: matcher.IGNORE, 1: matcher.POSITIVE}
+    np.testing.assert_array_equal(labels.numpy(), np.vectorize(expected.get)(indicators.numpy()))
+    positive = labels.numpy() == matcher.POSITIVE
+    assert positive.sum() > 30  # forced matches and threshold matches both occur
+    np.testing.assert_array_equal(matched.numpy()[positive], columns.numpy()[positive])
