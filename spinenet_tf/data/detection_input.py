@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from spinenet_tf.detection import maskrcnn_targets
 from spinenet_tf.detection import targets as targets_lib
 
 # ImageNet statistics on [0, 255] images (Model Garden `preprocess_ops.MEAN_RGB`, `STDDEV_RGB`).
@@ -274,18 +275,26 @@ class DetectionInput:
 
     def instance_train_fn(self, example):
         """One training example for Mask R-CNN (`include_masks`) -> (normalised image, labels), Model Garden's
-        `maskrcnn_input` training labels without the RPN targets (`maskrcnn_targets.rpn_targets` builds them per
-        batch): `gt_boxes` [N, 4] in model-input pixels, padded with -1 (so padding never joins the RoIs);
-        `gt_classes` [N] int32, padded with -1; `gt_masks` float32 [N, S, S], each mask cropped to its box, zeros
-        for padding; `image_info` [4, 2]. N = max_instances, S = mask_crop_size; crowd instances are left out
-        (`skip_crowd`). Class 0 is Mask R-CNN's background: set `label_offset=1`."""
+        `maskrcnn_input` training labels: `gt_boxes` [N, 4] in model-input pixels, padded with -1 (so padding
+        never joins the RoIs); `gt_classes` [N] int32, padded with -1; `gt_masks` float32 [N, S, S], each mask
+        cropped to its box, zeros for padding; `image_info` [4, 2]; and the RPN targets of the parser's anchors
+        (the model's `anchor_boxes`, A of them), `rpn_score_targets` int32 [A] (1 / 0 sampled, -1 not) and
+        `rpn_box_targets` float32 [A, 4] (`maskrcnn_targets.rpn_targets`). N = max_instances, S =
+        mask_crop_size; crowd instances are left out (`skip_crowd`). Class 0 is Mask R-CNN's background: set
+        `label_offset=1`.
+
+        The RPN targets are built here, per example against its real boxes only, as MG's parser does: inside the
+        train step they matched 76,725 anchors against all N padded boxes (84 ms of a 6 s Mask R-CNN-49 batch-2
+        step at N = 100, 17 ms with the 8 real ones)."""
         config = self.config
         if not config.include_masks:
             raise ValueError("instance_train_fn needs DetectionInputConfig(include_masks=True)")
         image, info, boxes, classes, masks = self._augment(example)
+        rpn = maskrcnn_targets.rpn_targets(self.anchor_boxes, boxes[None], classes[None])
         labels = {"gt_boxes": _pad(boxes, config.max_instances, -1.0),
                   "gt_classes": _pad(classes, config.max_instances, -1),
-                  "gt_masks": _pad(masks, config.max_instances, 0.0), "image_info": info}
+                  "gt_masks": _pad(masks, config.max_instances, 0.0), "image_info": info,
+                  "rpn_score_targets": rpn["score_targets"][0], "rpn_box_targets": rpn["box_targets"][0]}
         return normalize_image(image), labels
 
     def train_fn(self, example):

@@ -4,8 +4,9 @@ Model Garden's `MaskRCNNModel.call(training=True)` with its task's `build_losses
 (`official/vision/modeling/maskrcnn_model.py`, `official/vision/tasks/maskrcnn.py`, tf-models-official 2.20.0):
 backbone -> RPN -> proposals (training settings, no gradient) -> RoI sampling against the ground truth -> box head
 on the sampled RoIs -> mask head on the foreground ones. The loss adds RPN objectness + box, Fast R-CNN class +
-box and the mask loss (all weight 1, MG's defaults) and the model's L2 term. RPN targets are built here per batch
-from the padded ground truth (MG's parser builds them per example; the law is the same).
+box and the mask loss (all weight 1, MG's defaults) and the model's L2 term. The RPN targets come with the labels
+(`DetectionInput.instance_train_fn` builds them per example, as MG's parser); labels without them get them built
+here per batch from the padded ground truth (the same law).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def training_outputs(model, images, labels, training: bool = True, seed: tf.Tens
         model: A `MaskRCNN`.
         images: `[B, H, W, 3]` normalised images.
         labels: `DetectionInput.instance_train_fn` labels, batched: `gt_boxes` `[B, G, 4]` (-1 padded),
-            `gt_classes` `[B, G]` (-1 padded, 1..C-1), `gt_masks` `[B, G, M, M]` box-aligned masks.
+            `gt_classes` `[B, G]` (-1 padded, 1..C-1), `gt_masks` `[B, G, M, M]` box-aligned masks, and
+            optionally `rpn_score_targets` `[B, A]` / `rpn_box_targets` `[B, A, 4]` in the model's anchor layout
+            (absent: built here with `seed`).
         training: Batch-norm mode (False still samples RoIs; used to check losses without updating statistics).
         seed: Optional `[2]` int seed for the RPN and RoI samples.
         num_sampled_rois, num_sampled_masks: RoIs for the box head and masks for the mask head per image; None
@@ -59,8 +62,12 @@ def training_outputs(model, images, labels, training: bool = True, seed: tf.Tens
     rois = tf.stop_gradient(model.proposal_generator(raw_scores, raw_boxes, training=True))
     counts = {int(level): len(a) for level, a in model.proposal_generator.anchors.items()}
     rpn_seed, roi_seed = (None, None) if seed is None else (seed, tf.reverse(seed, [0]) + 1)
-    rpn = maskrcnn_targets.rpn_targets(tf.constant(model.anchor_boxes, tf.float32), gt_boxes, gt_classes,
-                                       rpn_batch_size_per_im=RPN_BATCH_SIZE_PER_IM, seed=rpn_seed)
+    if "rpn_score_targets" in labels:
+        rpn = {"score_targets": tf.cast(labels["rpn_score_targets"], tf.int32),
+               "box_targets": tf.cast(labels["rpn_box_targets"], tf.float32)}
+    else:
+        rpn = maskrcnn_targets.rpn_targets(tf.constant(model.anchor_boxes, tf.float32), gt_boxes, gt_classes,
+                                           rpn_batch_size_per_im=RPN_BATCH_SIZE_PER_IM, seed=rpn_seed)
     settings = model.sampler_config
     num_sampled_rois = settings["num_sampled_rois"] if num_sampled_rois is None else num_sampled_rois
     num_sampled_masks = settings["num_sampled_masks"] if num_sampled_masks is None else num_sampled_masks

@@ -214,6 +214,26 @@ def test_masks_asked_for_but_missing_or_not_configured_are_one_line_errors():
         di.DetectionInput(di.DetectionInputConfig((128, 128)), np.zeros((1, 4), np.float32)).instance_train_fn(example)
 
 
+def test_instance_train_fn_builds_the_rpn_targets_of_its_real_boxes():
+    # Per example against the real boxes only: the same targets as `rpn_targets` on the padded labels (the
+    # padding never matches), and the sample's quota of 256 anchors, positives among the matched ones.
+    from spinenet_tf.detection import anchors as anchors_lib
+    from spinenet_tf.detection import maskrcnn_targets
+
+    anchors = anchors_lib.concat_anchors(anchors_lib.generate_anchors(3, 7, 3, [0.5, 1.0, 2.0], 3.0, (128, 128)))
+    config = di.DetectionInputConfig((128, 128), max_instances=8, include_masks=True, label_offset=1,
+                                     aug_scale_min=1.0, aug_scale_max=1.0, horizontal_flip=False)
+    _, example = _mask_example(index=3)
+    _, labels = di.DetectionInput(config, anchors).instance_train_fn(example)
+    assert labels["rpn_score_targets"].shape == (len(anchors),) and labels["rpn_box_targets"].shape == (len(anchors), 4)
+    expected = maskrcnn_targets.rpn_targets(anchors, labels["gt_boxes"][None], labels["gt_classes"][None])
+    np.testing.assert_array_equal(labels["rpn_box_targets"].numpy(), expected["box_targets"][0].numpy())
+    scores = labels["rpn_score_targets"].numpy()
+    matched = np.abs(expected["box_targets"][0].numpy()).max(axis=1) > 0
+    assert (scores >= 0).sum() == 256 and 0 < (scores == 1).sum() <= 128
+    assert np.all(matched[scores == 1]) and not np.any(matched[scores == 0])
+
+
 def test_instance_train_fn_batches_from_a_loaded_source():
     # The real path: builtin:shapes loaded with masks, mapped in tf.data, batched.
     loaded = sources.load(sources.parse("builtin:shapes:validation[:4]"), "instance_segmentation", training=True,

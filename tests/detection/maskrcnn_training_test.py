@@ -97,6 +97,26 @@ def test_loss_is_the_sum_of_finite_terms(model):
     assert values["mask_loss"] > 0 and values["frcnn_cls_loss"] > 0 and values["l2_loss"] > 0
 
 
+def test_rpn_targets_in_the_labels_are_the_ones_trained_on(model):
+    # The input pipeline's targets (`instance_train_fn`) replace the in-step ones: the same targets give the same
+    # RPN losses, and targets that sample no anchor give none.
+    images, labels = _batch()
+    seed = tf.constant([3, 4])
+    built = maskrcnn_training.training_outputs(model, images, labels, training=False, seed=seed)
+    box_targets = built["rpn_box_targets"]
+    given = dict(labels, rpn_score_targets=built["rpn_score_targets"],
+                 rpn_box_targets=tf.concat([box_targets[level] for level in sorted(box_targets)], axis=1))
+    in_step = maskrcnn_training.compute_losses(model, images, labels, training=False, seed=seed)
+    from_labels = maskrcnn_training.compute_losses(model, images, given, training=False, seed=tf.constant([7, 8]))
+    assert float(in_step["rpn_score_loss"]) > 0 and float(in_step["rpn_box_loss"]) > 0
+    for key in ("rpn_score_loss", "rpn_box_loss"):
+        assert float(from_labels[key]) == pytest.approx(float(in_step[key]), rel=1e-6)
+    none = dict(labels, rpn_score_targets=-tf.ones_like(built["rpn_score_targets"]),
+                rpn_box_targets=tf.zeros_like(given["rpn_box_targets"]))
+    terms = maskrcnn_training.compute_losses(model, images, none, training=False, seed=seed)
+    assert float(terms["rpn_score_loss"]) == 0.0 and float(terms["rpn_box_loss"]) == 0.0
+
+
 def test_loss_decreases_over_a_few_steps(model):
     images, labels = _batch()
     optimizer = keras.optimizers.Adam(1e-2)
