@@ -128,8 +128,8 @@ class DetectionTask(Task):
 
 
 class InstanceSegmentationTask(DetectionTask):
-    """Mask R-CNN: ground-truth boxes, classes and box-aligned masks from the input pipeline (RPN targets and RoI
-    samples are built in the step), the two-stage + mask loss, COCO box and mask AP.
+    """Mask R-CNN: ground-truth boxes, classes, box-aligned masks and RPN targets from the input pipeline (the
+    RoI samples are built in the step, from the proposals), the two-stage + mask loss, COCO box and mask AP.
 
     Class 0 is the background: dataset labels are shifted by one (`label_offset=1`), so the head has the data's
     classes + 1 (`--num_classes` counts the background too, e.g. 81 for COCO's 80 categories).
