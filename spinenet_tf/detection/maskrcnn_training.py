@@ -41,7 +41,7 @@ def training_outputs(model, images, labels, training: bool = True, seed: tf.Tens
             optionally `rpn_score_targets` `[B, A]` / `rpn_box_targets` `[B, A, 4]` in the model's anchor layout
             (absent: built here with `seed`).
         training: Batch-norm mode (False still samples RoIs; used to check losses without updating statistics).
-        seed: Optional `[2]` int seed for the RPN and RoI samples.
+        seed: Optional `[2]` int seed for the RoI sample (and the RPN's, when the labels lack its targets).
         num_sampled_rois, num_sampled_masks: RoIs for the box head and masks for the mask head per image; None
             takes the model's (`MaskRCNN.sampler_config`, MG: 512, 128). The RoIs are capped by the number of
             proposals and the masks by the most foreground RoIs a sample holds (`FOREGROUND_FRACTION` of the
