@@ -54,16 +54,33 @@ def test_float_tflite_top1_equals_keras(classifier, val_split):
     assert np.mean(keras_logits.argmax(-1) == labels) > 1.5 / builtin_shapes.NUM_CLASSES  # better than chance
 
 
+# An int8 logit is a multiple of its tensor's step, (max - min) / 255 of the logits' range (0.066 on the fixture);
+# two classes closer than a few steps can swap in int8 whatever the calibration. Measured on the fixture (100 val
+# images, 2026-12-02): every flip had a Keras top-2 margin under 0.08 (1.2 steps); 8 of the 100 images have such a
+# margin, so overall agreement was 0.92-0.94, and a 0.95 bound failed or passed with the fixture's training run.
+# With full min/max ranges instead of the percentile ones, one flip had a margin of 0.28 (4.2 steps).
+_CONFIDENT_STEPS = 6
+
+
 @pytest.mark.parametrize("io_type", ["int8", "uint8", "float32"])
 def test_int8_tflite_top1_agrees_with_keras(classifier, val_split, calibration, io_type):
+    # Top-1 must agree wherever Keras' top-2 margin is at least _CONFIDENT_STEPS int8 steps of the logits, which
+    # holds for over 40% of the images; below that a near-tie may go either way.
     images, _ = val_split
-    keras_top1 = classifier.predict(images, verbose=0).argmax(-1)
+    keras_logits = classifier.predict(images, verbose=0)
     content = tflite_lib.convert(classifier, "int8", calibration, io_type=io_type)
     model = interpreter_lib.TFLiteModel(content, num_threads=2)
     assert np.dtype(model.input["dtype"]) == np.dtype(io_type)
-    agreement = np.mean(_top1(model, images) == keras_top1)
-    print(f"int8 ({io_type} I/O) top-1 agreement with Keras: {agreement:.3f}")
-    assert agreement >= 0.95
+    agree = _top1(model, images) == keras_logits.argmax(-1)
+    top2 = np.sort(keras_logits, axis=-1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    confident = margin >= _CONFIDENT_STEPS * (keras_logits.max() - keras_logits.min()) / 255
+    print(f"int8 ({io_type} I/O) top-1 agreement with Keras: {agree.mean():.3f} overall, "
+          f"{agree[confident].mean():.3f} on the {confident.sum()} images of margin >= {_CONFIDENT_STEPS} steps; "
+          f"flipped margins {[round(float(m), 3) for m in margin[~agree]]}")
+    assert confident.mean() >= 0.4
+    assert agree[confident].all(), margin[confident & ~agree]
+    assert agree.mean() >= 0.85
 
 
 def test_integer_io_is_refused_for_detectors_and_float_models(classifier):
