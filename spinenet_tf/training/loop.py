@@ -8,7 +8,9 @@ trainers, so that every step is ours to check:
   same command, a run resumes from its last checkpoint: same step count, same weights and optimizer slots. The data
   order is not part of a checkpoint; a resumed run reshuffles with a seed derived from its start step, so it does
   not replay the batches it already saw.
-- **Non-finite loss** stops the run before anything is saved: the last good checkpoint stays the latest.
+- **Non-finite loss** stops the run before anything is saved: the last good checkpoint stays the latest. So
+  does an update that leaves a weight or optimizer slot non-finite after a finite loss (a huge learning rate
+  overflows the momentum first): every float variable is checked before each save.
 - **Multi-worker**: every worker runs the same steps; the chief writes `model_dir`, the others write their own
   checkpoints under `model_dir/workers/` (saving is collective), and every worker restores from the chief's.
 
@@ -25,6 +27,7 @@ import os
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -148,6 +151,7 @@ class Trainer:
                                                         config.runtime.mixed_precision)
             self.optimizer.build(self.model.trainable_variables)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        self._finite_check = None  # built on the first save (first_non_finite_variable)
         chief_dir = os.path.join(config.model_dir, CHECKPOINT_DIR)
         own_dir = chief_dir if self.is_chief else os.path.join(config.model_dir, "workers", f"worker-{self.task_id}",
                                                                CHECKPOINT_DIR)
@@ -172,6 +176,17 @@ class Trainer:
     def save(self) -> None:
         path = self.manager.save(checkpoint_number=self.step)
         logging.info("saved %s", path)
+
+    def first_non_finite_variable(self) -> str | None:
+        """The path of the first model or optimizer float variable holding a NaN or infinity, or None."""
+        if self._finite_check is None:
+            floats = [v for v in (*self.model.variables, *self.optimizer.variables)
+                      if tf.as_dtype(v.dtype).is_floating]
+            check = tf.function(lambda: tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in floats]))
+            self._finite_check = ([v.path for v in floats], check)
+        paths, check = self._finite_check
+        bad = np.flatnonzero(~check().numpy())
+        return paths[bad[0]] if len(bad) else None
 
     # === Evaluation ===
     def evaluate(self) -> dict:
@@ -271,6 +286,12 @@ class Trainer:
             if step == config.train_steps and config.precise_bn_batches:
                 self.reestimate_batch_norm()
             if step % runtime.checkpoint_steps == 0 or step == config.train_steps:
+                bad = self.first_non_finite_variable()
+                if bad is not None:
+                    kept = tf.train.latest_checkpoint(self.chief_dir) or "none"
+                    raise TrainingError(f"{bad} is not finite after the update at step {step}: loss "
+                                        f"{terms['loss']:.4g}, training stopped, nothing saved; the last good "
+                                        f"checkpoint is {kept}")
                 self.save()
                 stats = self.task.train_stats
                 if stats is not None and stats.summary():
