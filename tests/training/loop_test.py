@@ -165,15 +165,20 @@ def test_classification_trains_evaluates_and_eval_mode_rereads_the_checkpoint(tm
     assert records[1]["top1"] == records[0]["top1"] and records[1]["top5"] == records[0]["top5"]
 
 
+def _tiny_trainer(model_dir) -> loop.Trainer:
+    """A `Trainer` of a narrowed RetinaNet-Mobile-49XS at 128 on the built-in data, built in-process."""
+    config = config_lib.TrainConfig(
+        task="detection", model="retinanet-spinenet-mobile-49xs", model_dir=str(model_dir), image_size=(128, 128),
+        model_overrides={"filter_size_scale": 0.25, "endpoints_num_filters": 8, "num_filters": 8},
+        input=config_lib.InputConfig(train_data="builtin:shapes", eval_data="builtin:shapes:validation"))
+    return loop.Trainer(config, flags_text=None)
+
+
 def test_resume_from_an_incomplete_checkpoint_is_refused_in_one_line(tmp_path):
     """A checkpoint that lacks some of the run's objects (here the optimizer, as a weights-only checkpoint dropped into
     model_dir, or one written before list/dict sublayers were checkpointed) stops the run instead of resuming with
     half the state."""
-    config = config_lib.TrainConfig(
-        task="detection", model="retinanet-spinenet-mobile-49xs", model_dir=str(tmp_path), image_size=(128, 128),
-        model_overrides={"filter_size_scale": 0.25, "endpoints_num_filters": 8, "num_filters": 8},
-        input=config_lib.InputConfig(train_data="builtin:shapes", eval_data="builtin:shapes:validation"))
-    trainer = loop.Trainer(config, flags_text=None)
+    trainer = _tiny_trainer(tmp_path)
     tf.train.CheckpointManager(tf.train.Checkpoint(model=trainer.model), str(tmp_path / loop.CHECKPOINT_DIR),
                                max_to_keep=1).save(checkpoint_number=7)
     with pytest.raises(loop.TrainingError, match=r"ckpt-7: does not match retinanet_spinenet_mobile_49xs and its "
@@ -182,11 +187,7 @@ def test_resume_from_an_incomplete_checkpoint_is_refused_in_one_line(tmp_path):
 
 
 def test_a_non_finite_weight_or_slot_is_named_before_anything_is_saved(tmp_path):
-    config = config_lib.TrainConfig(
-        task="detection", model="retinanet-spinenet-mobile-49xs", model_dir=str(tmp_path), image_size=(128, 128),
-        model_overrides={"filter_size_scale": 0.25, "endpoints_num_filters": 8, "num_filters": 8},
-        input=config_lib.InputConfig(train_data="builtin:shapes", eval_data="builtin:shapes:validation"))
-    trainer = loop.Trainer(config, flags_text=None)
+    trainer = _tiny_trainer(tmp_path)
     assert trainer.first_non_finite_variable() is None
     slot = next(v for v in trainer.optimizer.variables if tf.as_dtype(v.dtype).is_floating and len(v.shape))
     slot.assign(tf.fill(slot.shape, float("inf")))
