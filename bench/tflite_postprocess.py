@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -40,17 +39,6 @@ def _tail(model, clip_boxes: bool) -> bytes:
         return converter.convert()
 
 
-def _median_ms(interpreter, runs: int) -> float:
-    import numpy as np
-
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,6 +53,7 @@ def main(argv=None) -> None:
     import tensorflow as tf
 
     import spinenet_tf
+    from spinenet_tf.litert import benchmark
     from spinenet_tf.litert import interpreter as interpreter_lib
 
     print(f"TensorFlow {tf.__version__}, LiteRT interpreter, XNNPACK on, {os.cpu_count()} CPUs (shared); load "
@@ -80,21 +69,18 @@ def main(argv=None) -> None:
         rng = np.random.default_rng(0)
         inputs = {"box_codes": rng.normal(0.0, 0.5, (1, count, 4)).astype(np.float32),
                   "logits": rng.normal(-6.0, 1.2, (1, count, NUM_CLASSES)).astype(np.float32)}
+        ordered, ops = {}, {}
+        for key, content in files.items():
+            interpreter, _ = interpreter_lib.load_interpreter(content, 1, True)
+            details = interpreter.get_input_details()
+            ordered[key] = [inputs[next(k for k in inputs if k in d["name"])] for d in details]
+            ops[key] = sum(op["op_name"] != "DELEGATE" for op in interpreter._get_ops_details())
         for threads in (int(t) for t in args.threads.split(",")):
-            interpreters, ops = {}, {}
-            for key, content in files.items():
-                interpreter, _ = interpreter_lib.load_interpreter(content, threads, True)
-                interpreter.allocate_tensors()
-                for detail in interpreter.get_input_details():
-                    interpreter.set_tensor(detail["index"], inputs[next(k for k in inputs if k in detail["name"])])
-                for _ in range(args.warmup):
-                    interpreter.invoke()
-                interpreters[key] = interpreter
-                ops[key] = sum(op["op_name"] != "DELEGATE" for op in interpreter._get_ops_details())
             medians = {key: [] for key in files}
             for _ in range(args.rounds):
-                for key, interpreter in interpreters.items():
-                    medians[key].append(_median_ms(interpreter, args.runs))
+                for key, content in files.items():
+                    medians[key].append(benchmark.benchmark(content, threads, True, warmup=args.warmup,
+                                                            runs=args.runs, inputs=ordered[key]).median_ms)
             clipped, raw = min(medians["clipped"]), min(medians["raw"])
             print(f"| {name.removeprefix('retinanet-spinenet-')} | {size} | {count} | {threads} | {ops['clipped']} | "
                   f"{ops['raw']} | {clipped:.3f} | {raw:.3f} | {clipped - raw:.3f} | {clipped / raw:.3f} | "

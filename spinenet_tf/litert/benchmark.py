@@ -12,6 +12,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -32,23 +33,37 @@ class BenchmarkResult:
 
 
 def benchmark(model: str | bytes, num_threads: int = 1, use_xnnpack: bool = True, warmup: int = 5,
-              runs: int = 30, seed: int = 0) -> BenchmarkResult:
-    """Times `runs` invokes after `warmup` on a random input of the model's shape (latency does not depend on the
-    pixels for these models: no data-dependent control flow before NMS)."""
+              runs: int = 30, seed: int = 0, inputs: Sequence[np.ndarray] | None = None) -> BenchmarkResult:
+    """Times `runs` invokes after `warmup`.
+
+    Every input gets `inputs[i]` (in the interpreter's input order), or else a random value of its shape and dtype
+    (standard normal floats, uniform integers): latency does not depend on the pixels for our models, which have no
+    data-dependent control flow before NMS. Give `inputs` where it does (e.g. scores that decide how many boxes
+    reach the NMS op)."""
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs={runs}, warmup={warmup}: need runs >= 1 and warmup >= 0")
     # A bare interpreter: TFLiteModel's signature runner holds the interpreter's internals, and LiteRT then refuses
     # allocate_tensors() ("at least 1 reference to internal data").
     interpreter, size_bytes = interpreter_lib.load_interpreter(model, num_threads, use_xnnpack)
     interpreter.allocate_tensors()
-    details = interpreter.get_input_details()[0]
+    details = interpreter.get_input_details()
+    if inputs is not None and len(inputs) != len(details):
+        raise ValueError(f"{len(inputs)} inputs given: the model takes {len(details)} "
+                         f"({', '.join(d['name'] for d in details)})")
     rng = np.random.default_rng(seed)
-    if np.dtype(details["dtype"]) == np.float32:
-        value = rng.standard_normal(details["shape"]).astype(np.float32)
-    else:
-        info = np.iinfo(details["dtype"])
-        value = rng.integers(info.min, info.max, details["shape"]).astype(details["dtype"])
-    interpreter.set_tensor(details["index"], value)
+    for i, detail in enumerate(details):
+        shape, dtype = [int(n) for n in detail["shape"]], np.dtype(detail["dtype"])
+        if inputs is not None:
+            value = np.asarray(inputs[i])
+            if list(value.shape) != shape or value.dtype != dtype:
+                raise ValueError(f"input {i} ({detail['name']}): got {value.dtype.name} {list(value.shape)}, the "
+                                 f"model takes {dtype.name} {shape}")
+        elif dtype.kind == "f":
+            value = rng.standard_normal(shape).astype(dtype)
+        else:
+            info = np.iinfo(dtype)
+            value = rng.integers(info.min, info.max, shape).astype(dtype)
+        interpreter.set_tensor(detail["index"], value)
     for _ in range(warmup):
         interpreter.invoke()
     wall, cpu = [], []

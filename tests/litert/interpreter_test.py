@@ -77,6 +77,16 @@ def test_benchmark_times_the_model(tiny_tflite):
         benchmark.benchmark(tiny_tflite, runs=0, warmup=1)
 
 
+def test_benchmark_takes_given_inputs_and_names_a_mismatch_in_one_line(tiny_tflite):
+    image = np.zeros([1, 8, 8, 3], np.float32)
+    assert benchmark.benchmark(tiny_tflite, warmup=0, runs=2, inputs=[image]).runs == 2
+    with pytest.raises(ValueError, match=r"^2 inputs given: the model takes 1 \(serving_default_image:0\)$"):
+        benchmark.benchmark(tiny_tflite, inputs=[image, image])
+    with pytest.raises(ValueError, match=r"^input 0 \(serving_default_image:0\): got float64 \[1, 8, 8, 3\], the "
+                                         r"model takes float32 \[1, 8, 8, 3\]$"):
+        benchmark.benchmark(tiny_tflite, inputs=[image.astype(np.float64)])
+
+
 @pytest.mark.parametrize("tool, flags", [("benchmark.py", ["--xnnpack=maybe"]), ("evaluate.py", [])])
 def test_cli_prints_one_line_and_exits_1(tiny_tflite, tmp_path, tool, flags):
     missing = tmp_path / "missing.tflite"
