@@ -179,9 +179,8 @@ def _first_by_noise(candidates: tf.Tensor, noise: tf.Tensor, count, max_count: i
     size = scores.shape[-1]  # static where known: XLA needs a constant k
     _, order = tf.math.top_k(scores, k=min(max_count, size) if size is not None else
                              tf.minimum(max_count, tf.shape(scores)[-1]))
-    within = tf.range(tf.shape(order)[-1])[None, :] < count
+    within = tf.broadcast_to(tf.range(tf.shape(order)[-1])[None, :] < count, tf.shape(order))
     rows = tf.broadcast_to(tf.range(tf.shape(order)[0])[:, None], tf.shape(order))
-    within = tf.broadcast_to(within, tf.shape(order))
     picked = tf.scatter_nd(tf.stack([rows, order], axis=-1), tf.cast(within, tf.int32), tf.shape(scores))
     return tf.logical_and(candidates, picked > 0)
 

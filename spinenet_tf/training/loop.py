@@ -177,6 +177,11 @@ class Trainer:
         path = self.manager.save(checkpoint_number=self.step)
         logging.info("saved %s", path)
 
+    def _stopped(self, reason: str) -> TrainingError:
+        """The one-line error of a run stopped before saving: `reason`, then the checkpoint that stays the latest."""
+        kept = tf.train.latest_checkpoint(self.chief_dir) or "none"
+        return TrainingError(f"{reason} training stopped, nothing saved; the last good checkpoint is {kept}")
+
     def first_non_finite_variable(self) -> str | None:
         """The path of the first model or optimizer float variable holding a NaN or infinity, or None."""
         if self._finite_check is None:
@@ -262,9 +267,7 @@ class Trainer:
         for step in range(start_step + 1, config.train_steps + 1):
             terms = {name: float(value) for name, value in train_step(iterator).items()}
             if not math.isfinite(terms["loss"]):
-                kept = tf.train.latest_checkpoint(self.chief_dir) or "none"
-                raise TrainingError(f"loss is {terms['loss']} at step {step}: training stopped, nothing saved; "
-                                    f"the last good checkpoint is {kept}")
+                raise self._stopped(f"loss is {terms['loss']} at step {step}:")
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0.0) + value
             count += 1
@@ -288,10 +291,8 @@ class Trainer:
             if step % runtime.checkpoint_steps == 0 or step == config.train_steps:
                 bad = self.first_non_finite_variable()
                 if bad is not None:
-                    kept = tf.train.latest_checkpoint(self.chief_dir) or "none"
-                    raise TrainingError(f"{bad} is not finite after the update at step {step}: loss "
-                                        f"{terms['loss']:.4g}, training stopped, nothing saved; the last good "
-                                        f"checkpoint is {kept}")
+                    raise self._stopped(f"{bad} is not finite after the update at step {step}: loss "
+                                        f"{terms['loss']:.4g},")
                 self.save()
                 stats = self.task.train_stats
                 if stats is not None and stats.summary():
