@@ -15,7 +15,8 @@ the resized (and, as in training, padded) image. The graph turns it into the Ima
 trained with (`detection_input.normalize_image`) with one op: `(x - offset_c) * scale_c` is exact, so the graph
 subtracts the per-channel offset and the scale is folded into the stem conv's kernel (`fold_input_scale`). Measured
 on Mobile-49XS at 256 (float32, XNNPACK, 1 thread): the unfolded normalisation cost 0.85 ms of 11.7 per invoke, the
-one subtraction 0.25 ms (`bench/tflite_latency.py`). Why not ImageNet statistics at the input:
+one subtraction 0.25 ms (`bench/tflite_latency.py`), and 0.035 ms run on rows of 32 pixels (`_to_folded_input`).
+Why not ImageNet statistics at the input:
 MediaPipe's ObjectDetector refuses per-channel NormalizationOptions ("Per-channel image normalization is not
 available", mediapipe 1.2.2), and one mean / std for all channels is what it applies. Why 128 and not 127.5: the
 input (p - 128) / 128 is exact in float in every runtime, and an int8 input step of 1 / 128 (int8-input
@@ -94,9 +95,9 @@ class PostProcessConfig:
         nms_score_threshold, nms_iou_threshold: As the model's `score_threshold` / `iou_threshold`.
         clip_boxes: Decode and clip the boxes to the input before the op, as `RetinaNet.decode` does, so that NMS
             sees the same boxes as in the SavedModel (`clipped_boxes`). Off: the op gets the raw box codes and
-            anchors, as in Model Garden's export, and its boxes are not clipped; saves the decoding ops (0.4-0.5
-            ms of 11 per invoke on Mobile-49XS at 256, float32, 1 thread) and NMS may keep a different box among
-            overlapping boxes that cross the border.
+            anchors, as in Model Garden's export, and its boxes are not clipped; saves the decoding ops (0.1 ms
+            of 6 per invoke on Mobile-49XS at 256 and 0.15-0.3 ms at 384, float32, `bench/tflite_postprocess.py`)
+            and NMS may keep a different box among overlapping boxes that cross the border.
     """
 
     max_detections: int = 100
@@ -155,9 +156,18 @@ def _hold_folded(module: tf.Module, model) -> None:
 
 
 def _to_folded_input(module: tf.Module, image: tf.Tensor) -> tf.Tensor:
-    """In the graph: the TFLite input -> the folded model's input (the normalised image over `scale`)."""
+    """In the graph: the TFLite input -> the folded model's input (the normalised image over `scale`).
+
+    The subtraction runs on a view of the image with `3 k` values per row (k pixels, k = 32 where the pixel count
+    allows) against the offset tiled k times: a broadcast over an innermost axis of 3 does not vectorise, and
+    XNNPACK took 0.18 ms at 256 x 256 and 0.39 ms at 384 x 384 for it, against 0.035 and 0.08 ms for the same
+    values this way (1 thread; the two reshapes cost nothing measurable). The tiled constant is 384 bytes.
+    """
+    height, width, channels = image.shape[1:]
+    pixels = math.gcd(height * width, 32)
     with tf.name_scope(INPUT_SCOPE):
-        return image - module._input_offset
+        rows = tf.reshape(image, [-1, pixels * channels])
+        return tf.reshape(rows - tf.tile(module._input_offset, [pixels]), [-1, height, width, channels])
 
 
 def logit(probability: float) -> float:
@@ -251,12 +261,21 @@ def clipped_boxes(box_codes: tf.Tensor, anchors: tf.Tensor) -> tf.Tensor:
     decodes and clips here and hands the op these boxes as its anchors (the kernel reads the anchors tensor at
     every invoke) with zero codes. Decoding as `box_coder.decode_boxes`, log-scale codes capped at
     `BBOX_XFORM_CLIP`.
+
+    The (center, size) halves are taken apart by viewing `[N, 4]` as `[N, 2, 2]` and unstacking the middle axis,
+    and put back by stacking: LiteRT runs `STRIDED_SLICE` of the last axis and `CONCATENATION` of the halves in
+    its own kernels (XNNPACK does not take them), which made this tail 0.33 ms of work at 12,276 anchors against
+    about 0.1 ms now; the elementwise ops cost a few microseconds each in XNNPACK. The anchors' halves fold into
+    two `[N, 2]` constants, the same bytes as the `[N, 4]` one.
     """
-    centers = box_codes[0, :, :2] * anchors[:, 2:] + anchors[:, :2]
-    sizes = tf.exp(tf.minimum(box_codes[0, :, 2:], box_coder.BBOX_XFORM_CLIP)) * anchors[:, 2:]
-    low = tf.clip_by_value(centers - 0.5 * sizes, 0.0, 1.0)
-    high = tf.clip_by_value(centers + 0.5 * sizes, 0.0, 1.0)
-    return tf.concat([0.5 * (low + high), high - low], axis=-1)
+    code_centers, code_sizes = tf.unstack(tf.reshape(box_codes, [-1, 2, 2]), axis=1)
+    anchor_centers, anchor_sizes = tf.unstack(tf.reshape(anchors, [-1, 2, 2]), axis=1)
+    centers = code_centers * anchor_sizes + anchor_centers
+    sizes = tf.exp(tf.minimum(code_sizes, box_coder.BBOX_XFORM_CLIP)) * anchor_sizes
+    halves = 0.5 * sizes   # from the decoded sizes, not a third folded constant `0.5 * anchor_sizes`
+    low = tf.clip_by_value(centers - halves, 0.0, 1.0)
+    high = tf.clip_by_value(centers + halves, 0.0, 1.0)
+    return tf.reshape(tf.stack([0.5 * (low + high), high - low], axis=1), [-1, 4])
 
 
 def _empty_postprocess(box_codes, scores, anchors):
