@@ -5,7 +5,8 @@ CPU-minutes on 2 cores, once per cache) gives a model whose detections are meani
 float-vs-int8 and TFLite-vs-SavedModel comparisons need: a random model's scores all sit below the score threshold.
 It must also be past the fragile low-AP regime: the earlier 500-step / 4e-3 recipe gave val AP 0.10-0.15 depending
 on the run (TF's CPU kernels are not bit-deterministic), and at that level the AP of a model moved by +-0.01 under
-any small perturbation, int8 or not; this recipe measured val AP 0.374 (200 images, class-agnostic NMS).
+any small perturbation, int8 or not; this recipe measured val AP 0.374, 0.259, 0.206 and 0.339 in four runs (200
+images), so the fixture keeps the first of up to three runs (seeds 0, 1, 2) that reaches 0.3.
 
 The first caller trains and writes `model.keras` plus a training-layout `model_dir` (`train_config.json`,
 `checkpoints/`) under `$SPINENET_TF_TEST_CACHE` (default: the system temp dir); later callers, in this or another
@@ -31,7 +32,9 @@ DETECTOR = "retinanet-spinenet-mobile-49xs"
 CLASSIFIER = "classifier-spinenet-mobile-49xs"
 NUM_CLASSES = builtin_shapes.NUM_CLASSES
 # Bump one when its recipe (or the checkpoint layout) changes, so stale caches are not reused.
-_VERSIONS = {"detector": "v4", "classifier": "v5"}
+_VERSIONS = {"detector": "v5", "classifier": "v5"}
+# The detector fixture's val AP floor (200 images): past the fragile low-AP regime (see `_train_detector`).
+_MIN_DETECTOR_AP = 0.3
 
 
 def cache_dir() -> str:
@@ -83,15 +86,32 @@ def _recalibrate_batch_norm(model, images: tf.data.Dataset) -> None:
         forward(batch)
 
 
-def _train_detector(steps: int = 700, batch_size: int = 16, learning_rate: float = 8e-3):
-    keras.utils.set_random_seed(0)
+def _train_detector(steps: int = 700, batch_size: int = 16, learning_rate: float = 8e-3, attempts: int = 3):
+    """The first of up to `attempts` runs (seeds 0, 1, ...) whose val AP (200 images) reaches
+    `_MIN_DETECTOR_AP`. One run of this recipe is not reproducible (TF's CPU kernels and the parallel input
+    pipeline are not bit-deterministic): the same code gave 0.206 and 0.339 in two runs, and the int8 test's
+    one-point bound does not hold at the low end (int8 -0.012 / -0.019 at 0.206)."""
+    from spinenet_tf.evaluation import coco
+
+    aps = []
+    for seed in range(attempts):
+        model = _train_detector_once(seed, steps, batch_size, learning_rate)
+        aps.append(coco.evaluate(model, detection_val_dataset(200, batch_size=1))["AP"])
+        if aps[-1] >= _MIN_DETECTOR_AP:
+            return model
+    raise RuntimeError(f"test fixture detector: val AP {', '.join(f'{ap:.3f}' for ap in aps)} in {attempts} "
+                       f"training runs, none reached {_MIN_DETECTOR_AP}")
+
+
+def _train_detector_once(seed: int, steps: int, batch_size: int, learning_rate: float):
+    keras.utils.set_random_seed(seed)
     # norm_momentum 0.9: moving statistics that keep up with a short run.
     model = spinenet_tf.build_detector(DETECTOR, num_classes=NUM_CLASSES, input_shape=IMAGE_SIZE, norm_momentum=0.9)
     config = detection_input.DetectionInputConfig(IMAGE_SIZE, max_instances=16, aug_scale_min=0.8,
                                                   aug_scale_max=1.25)
     parser = detection_input.DetectionInput(config, model.anchor_boxes)
     train = (builtin_shapes.as_dataset("train", 2000, image_size=IMAGE_SIZE).cache().repeat()
-             .shuffle(512, seed=0).map(parser.train_fn, num_parallel_calls=tf.data.AUTOTUNE)
+             .shuffle(512, seed=seed).map(parser.train_fn, num_parallel_calls=tf.data.AUTOTUNE)
              .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
     schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=learning_rate,
                                                       warmup_steps=steps // 10)

@@ -155,7 +155,7 @@ def test_int8_ap_within_one_point_of_float(detector, float_tflite, int8_tflite, 
     int8_ap = {"XNNPACK": tflite_ap(int8_tflite, True), "builtin kernels": tflite_ap(int8_tflite, False)}
     print(f"AP keras {keras_ap:.4f} float tflite {float_ap:.4f} int8 tflite " +
           ", ".join(f"{key} {ap:.4f}" for key, ap in int8_ap.items()))
-    assert float_ap > 0.25, "the fixture model should detect the shapes (measured 0.374)"
+    assert float_ap > 0.25, "the fixture model should detect the shapes (its per-class val AP is >= 0.3)"
     assert abs(float_ap - keras_ap) < 0.005
     for key, ap in int8_ap.items():
         assert abs(ap - float_ap) <= 0.01, f"int8 with {key}: AP {ap:.4f}, float {float_ap:.4f}"
