@@ -95,8 +95,8 @@ class PostProcessConfig:
         nms_score_threshold, nms_iou_threshold: As the model's `score_threshold` / `iou_threshold`.
         clip_boxes: Decode and clip the boxes to the input before the op, as `RetinaNet.decode` does, so that NMS
             sees the same boxes as in the SavedModel (`clipped_boxes`). Off: the op gets the raw box codes and
-            anchors, as in Model Garden's export, and its boxes are not clipped; saves the decoding ops (0.1 ms
-            of 6 per invoke on Mobile-49XS at 256 and 0.15-0.3 ms at 384, float32, `bench/tflite_postprocess.py`)
+            anchors, as in Model Garden's export, and its boxes are not clipped; saves the decoding ops (0.1-0.15
+            ms of 5-6 per invoke on Mobile-49XS at 256, 0.2-0.5 ms at 384, `bench/tflite_postprocess.py`)
             and NMS may keep a different box among overlapping boxes that cross the border.
     """
 
