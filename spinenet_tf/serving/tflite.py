@@ -15,7 +15,8 @@ the resized (and, as in training, padded) image. The graph turns it into the Ima
 trained with (`detection_input.normalize_image`) with one op: `(x - offset_c) * scale_c` is exact, so the graph
 subtracts the per-channel offset and the scale is folded into the stem conv's kernel (`fold_input_scale`). Measured
 on Mobile-49XS at 256 (float32, XNNPACK, 1 thread): the unfolded normalisation cost 0.85 ms of 11.7 per invoke, the
-one subtraction 0.25 ms (`bench/tflite_latency.py`), and 0.035 ms run on rows of 32 pixels (`_to_folded_input`).
+one subtraction 0.25 ms (`bench/tflite_latency.py`), and 0.035 ms run on rows of 32 pixels (`_to_folded_input`;
+a scratch timing of one-op files, bench/README.md).
 Why not ImageNet statistics at the input:
 MediaPipe's ObjectDetector refuses per-channel NormalizationOptions ("Per-channel image normalization is not
 available", mediapipe 1.2.2), and one mean / std for all channels is what it applies. Why 128 and not 127.5: the
@@ -161,7 +162,8 @@ def _to_folded_input(module: tf.Module, image: tf.Tensor) -> tf.Tensor:
     The subtraction runs on a view of the image with `3 k` values per row (k pixels, k = 32 where the pixel count
     allows) against the offset tiled k times: a broadcast over an innermost axis of 3 does not vectorise, and
     XNNPACK took 0.18 ms at 256 x 256 and 0.39 ms at 384 x 384 for it, against 0.035 and 0.08 ms for the same
-    values this way (1 thread; the two reshapes cost nothing measurable). The tiled constant is 384 bytes.
+    values this way (scratch timings of one-op files, 1 thread; the two reshapes cost nothing measurable). The tiled
+    constant is 384 bytes.
     """
     height, width, channels = image.shape[1:]
     pixels = math.gcd(height * width, 32)

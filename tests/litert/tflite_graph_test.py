@@ -139,7 +139,7 @@ def _convert_on_sigmoid_scores(model, config) -> bytes:
                               experimental_implements=tflite.implements_signature(config, model.num_classes))
 
     def serve(image):
-        outputs = module._model(image - module._input_offset, training=False)
+        outputs = module._model(tflite._to_folded_input(module, image), training=False)
         codes = tf.cast(outputs["box_outputs"], tf.float32)
         boxes, classes, scores, count = module._nms(codes - codes, tf.sigmoid(outputs["cls_outputs"]),
                                                     tflite.clipped_boxes(codes, module._anchors))
