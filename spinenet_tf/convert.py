@@ -39,7 +39,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from spinenet_tf.backbones.spinenet import SpineNet, SpineNetMobile, block_name
-from spinenet_tf.detection.maskrcnn import MaskRCNN
+from spinenet_tf.detection.maskrcnn.model import MaskRCNN
 from spinenet_tf.detection.retinanet import RetinaNet
 
 # Model Garden block attribute -> our sub-layer, per Model Garden block type (nn_blocks.py).
@@ -53,13 +53,12 @@ _BLOCK_ATTRIBUTES = {
                                   "_squeeze_excitation/_se_expand": "se/expand", "_conv2": "project_conv",
                                   "_norm2": "project_bn"},
 }
-# Model Garden RetinaNetHead attribute path -> (our head attribute, index path).
+# Model Garden RetinaNetHead attribute path -> our head's sublayer path (see `_sublayer`).
 _HEAD_PATHS = (
-    (re.compile(r"^_(cls|box)_convs/(\d+)$"), lambda net, i: getattr_path(f"{_NET[net]}_convs", int(i))),
-    (re.compile(r"^_(cls|box)_norms/(\d+)/(\d+)$"),
-     lambda net, level, i: getattr_path(f"{_NET[net]}_norms", int(level), int(i))),
+    (re.compile(r"^_(cls|box)_convs/(\d+)$"), lambda net, i: f"{_NET[net]}_convs/{i}"),
+    (re.compile(r"^_(cls|box)_norms/(\d+)/(\d+)$"), lambda net, level, i: f"{_NET[net]}_norms/{level}/{i}"),
     (re.compile(r"^_(classifier|box_regressor)$"),
-     lambda name: getattr_path({"classifier": "class_predictor", "box_regressor": "box_predictor"}[name])),
+     lambda name: {"classifier": "class_predictor", "box_regressor": "box_predictor"}[name]),
 )
 _NET = {"cls": "class", "box": "box"}
 # Model Garden Mask R-CNN head -> (our head attribute on MaskRCNN, {MG attribute: our attribute}); indices after an
@@ -178,19 +177,11 @@ def _assign(our_layer: keras.layers.Layer, values: dict[str, np.ndarray], where:
 
 
 def _sublayer(layer: keras.layers.Layer, path: str) -> keras.layers.Layer:
+    """Follows a "/"-separated path from `layer`: a number indexes a list, anything else names an attribute
+    (`se/reduce` -> `layer.se.reduce`, `norms/2/0` -> `layer.norms[2][0]`). Raises IndexError past a list's end."""
     for part in path.split("/"):
-        layer = getattr(layer, part)
+        layer = layer[int(part)] if part.isdigit() else getattr(layer, part)
     return layer
-
-
-def getattr_path(attribute: str, *indices: int):
-    """A function of a layer returning `layer.<attribute>[i][j]...`."""
-    def get(layer):
-        value = getattr(layer, attribute)
-        for index in indices:
-            value = value[index]
-        return value
-    return get
 
 
 def _load_head(reader, full_names: dict[str, str], prefix: str, head, path: str) -> int:
@@ -208,7 +199,7 @@ def _load_head(reader, full_names: dict[str, str], prefix: str, head, path: str)
             match = pattern.match(leaf)
             if match:
                 try:
-                    layer = target(*match.groups())(head)
+                    layer = _sublayer(head, target(*match.groups()))
                 except IndexError:
                     raise ValueError(f"{path}: head layer {leaf!r} has no counterpart in ours (num_convs "
                                      f"{head.num_convs}, levels {head.min_level}..{head.max_level})") from None
@@ -240,7 +231,7 @@ def _load_maskrcnn_heads(reader, full_names: dict[str, str], model: MaskRCNN, pa
             if mg_attribute not in mapping:
                 raise ValueError(f"{path}: unexpected Model Garden {head_name} layer {leaf!r}")
             try:
-                layer = getattr_path(mapping[mg_attribute], *(int(i) for i in indices))(head)
+                layer = _sublayer(head, "/".join([mapping[mg_attribute], *indices]))
             except IndexError:
                 raise ValueError(f"{path}: {head_name} layer {leaf!r} has no counterpart in ours: the checkpoint is "
                                  f"for other head settings (convs, levels)") from None

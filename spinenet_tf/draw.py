@@ -3,9 +3,10 @@
     python -m spinenet_tf.draw --model=spinenet-49 --out=docs/spinenet49.png
 """
 
-from absl import app, flags
+from absl import flags
 
-from spinenet_tf import visualization
+from spinenet_tf import cli
+from spinenet_tf.visualization import draw_command
 
 _MODEL = flags.DEFINE_string("model", None, "A backbone name from `spinenet_tf.list_models()`.")
 _OUT = flags.DEFINE_string("out", None, "Path of the PNG to write; missing folders are created.")
@@ -13,26 +14,20 @@ _WIDTH = flags.DEFINE_integer("width", 1600, "Picture width in pixels.")
 _HEIGHT = flags.DEFINE_integer("height", 600, "Picture height in pixels.")
 
 
-def config_from_flags() -> visualization.DrawConfig:
+def config_from_flags() -> draw_command.DrawConfig:
     """The only place that reads flags."""
-    return visualization.DrawConfig(model=_MODEL.value, out=_OUT.value, width=_WIDTH.value, height=_HEIGHT.value)
+    return draw_command.DrawConfig(model=_MODEL.value, out=_OUT.value, width=_WIDTH.value, height=_HEIGHT.value)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def main() -> None:
+    config = config_from_flags()
     try:
-        config = config_from_flags()
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
-    try:
-        path = visualization.run(config)
+        path = draw_command.run(config)
     except OSError as error:
-        raise SystemExit(f"--out={config.out}: cannot write {error.filename or config.out}: "
-                         f"{error.strerror or error}") from None
+        cli.fail(f"--out={config.out}: cannot write {error.filename or config.out}: {error.strerror or error}")
     print(f"Wrote {path} ({config.width}x{config.height})")
 
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["model", "out"])
-    app.run(main)
+    cli.run(main)

@@ -11,10 +11,11 @@ import dataclasses
 import json
 from collections.abc import Callable
 
-from absl import app, flags
+from absl import flags
 
 import spinenet_tf
-from spinenet_tf import model_stats, registry
+from spinenet_tf import cli, model_stats, registry
+from spinenet_tf.image_size import parse_image_size
 
 _MODEL = flags.DEFINE_string("model", None, "A name from `spinenet_tf.list_models()`, e.g. spinenet-49.")
 _IMAGE_SIZE = flags.DEFINE_string("image_size", None, "H or H,W; each divisible by 128 (2**max_level).")
@@ -60,17 +61,6 @@ class SummaryConfig:
                              + (" (class 0 is the background)" if least == 2 else ""))
 
 
-def parse_image_size(text: str) -> tuple[int, int]:
-    """ "640" -> (640, 640); "512,640" -> (512, 640)."""
-    try:
-        sizes = [int(part) for part in text.split(",")]
-    except ValueError:
-        sizes = []
-    if len(sizes) not in (1, 2):
-        raise ValueError(f"--image_size={text}: expected H or H,W (integers)")
-    return (sizes[0], sizes[-1])
-
-
 def config_from_flags() -> SummaryConfig:
     """The only place that reads flags."""
     return SummaryConfig(model=_MODEL.value, image_size=parse_image_size(_IMAGE_SIZE.value),
@@ -92,16 +82,10 @@ def summarize(config: SummaryConfig) -> str:
     return model_stats.format_table(stats, title=f"{config.model} @ {height}x{width}")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        config = config_from_flags()
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
-    print(summarize(config))
+def main() -> None:
+    print(summarize(config_from_flags()))
 
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["model", "image_size"])
-    app.run(main)
+    cli.run(main)

@@ -1,8 +1,8 @@
 """Model Garden -> spinenet_tf conversion: every variant, live model and checkpoint, square and non-square
 (`make test` runs the small variants on non-square inputs; `make test-slow` the rest).
 
-The oracle is tf-models-official 2.20.0 (`official.vision.modeling.backbones`). Its outputs on the same input and
-weights are the golden values; agreement is required within 1e-4 relative (the backbone issue's bound).
+The oracle is tf-models-official 2.20.0 (`official.vision.modeling`, built by tests/oracle.py). Its outputs on the
+same input and weights are the golden values; agreement is required within 1e-4 relative (the backbone issue's bound).
 """
 
 import os
@@ -10,44 +10,16 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
+import oracle
 import spinenet_tf
 import testing
 from spinenet_tf import convert, registry
 
-mg_spinenet = pytest.importorskip("official.vision.modeling.backbones.spinenet")
-mg_mobile = pytest.importorskip("official.vision.modeling.backbones.spinenet_mobile")
-tf_keras = pytest.importorskip("tf_keras")
-
 pytestmark = pytest.mark.oracle
 
 RTOL = 1e-4
-
-
-def _model_garden_backbone(name, height, width, **kwargs):
-    spec = registry.BACKBONES[name]
-    model_id = name.rsplit("-", 1)[-1].upper()  # "spinenet-mobile-49xs" -> "49XS", MG's SCALING_MAP key
-    input_specs = tf_keras.layers.InputSpec(shape=[None, height, width, 3])
-    if spec.family == "spinenet":
-        return mg_spinenet.SpineNet(input_specs=input_specs, **mg_spinenet.SCALING_MAP[model_id], **kwargs)
-    return mg_mobile.SpineNetMobile(input_specs=input_specs, **mg_mobile.SCALING_MAP[model_id], **kwargs)
-
-
-def _randomize(model, seed):
-    """Non-trivial weights, batch-norm statistics included, so that a mis-mapped variable shows."""
-    rng = np.random.default_rng(seed)
-    for variable in model.weights:
-        name = variable.name.split("/")[-1].split(":")[0]
-        shape = tuple(variable.shape)
-        if name == "moving_variance":
-            value = rng.uniform(0.5, 2.0, shape)
-        elif name in ("moving_mean", "beta"):
-            value = rng.normal(0.0, 0.2, shape)
-        elif name == "gamma":
-            value = rng.normal(1.0, 0.2, shape)
-        else:
-            continue  # kernels keep their (fan-in scaled) random initialization
-        variable.assign(value.astype(np.float32))
 
 
 def _max_relative_error(mg_outputs, our_outputs):
@@ -71,8 +43,8 @@ def _check_endpoints(mg, ours, height, width, seed):
     *testing.slow_unless([(name, 128, 256) for name in registry.BACKBONES], key=lambda row: row[0]),
     *[pytest.param(name, 128, 128, marks=pytest.mark.slow) for name in registry.BACKBONES]])
 def test_live_model_and_checkpoint_match_model_garden(name, height, width, tmp_path):
-    mg = _model_garden_backbone(name, height, width)
-    _randomize(mg, seed=1)
+    mg = oracle.backbone(name, height, width)
+    oracle.randomize_batch_norm(mg, seed=1)
     ours = spinenet_tf.build_backbone(name, input_shape=(height, width, 3))
 
     # Live model.
@@ -81,7 +53,7 @@ def test_live_model_and_checkpoint_match_model_garden(name, height, width, tmp_p
     _check_endpoints(mg, ours, height, width, seed=2)
 
     # A checkpoint laid out as Model Garden training writes it (model/backbone, plus optimizer slots).
-    _randomize(mg, seed=3)
+    oracle.randomize_batch_norm(mg, seed=3)
     optimizer = tf_keras.optimizers.SGD(momentum=0.9)
     optimizer.build(mg.trainable_variables)
     path = tf.train.Checkpoint(model=tf.train.Checkpoint(backbone=mg), optimizer=optimizer).save(
@@ -92,8 +64,8 @@ def test_live_model_and_checkpoint_match_model_garden(name, height, width, tmp_p
 
 
 def test_checkpoint_directory_is_accepted(tmp_path):
-    mg = _model_garden_backbone("spinenet-mobile-49xs", 128, 128)
-    _randomize(mg, seed=5)
+    mg = oracle.backbone("spinenet-mobile-49xs", 128, 128)
+    oracle.randomize_batch_norm(mg, seed=5)
     tf.train.CheckpointManager(tf.train.Checkpoint(backbone=mg), str(tmp_path), max_to_keep=1).save()
     ours = spinenet_tf.build_backbone("spinenet-mobile-49xs", input_shape=(128, 128, 3))
     convert.load_model_garden_checkpoint(str(tmp_path), ours)
@@ -103,7 +75,7 @@ def test_checkpoint_directory_is_accepted(tmp_path):
 def test_checkpoint_of_another_model_is_refused(tmp_path):
     # A SpineNet-49 checkpoint into SpineNet-96 (twice the blocks): the user error of tensorflow/tpu#782, which
     # must fail at once and name what does not fit.
-    mg = _model_garden_backbone("spinenet-49", 128, 128)
+    mg = oracle.backbone("spinenet-49", 128, 128)
     path = tf.train.Checkpoint(backbone=mg).write(os.path.join(tmp_path, "ckpt"))
     ours = spinenet_tf.build_backbone("spinenet-96", input_shape=(128, 128, 3))
     with pytest.raises(ValueError, match=r"bottleneck_block layers where spinenet_96 has \d+: the checkpoint is for "
@@ -112,7 +84,7 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
 
 
 def test_checkpoint_of_another_width_is_refused(tmp_path):
-    mg = _model_garden_backbone("spinenet-49", 128, 128)
+    mg = oracle.backbone("spinenet-49", 128, 128)
     path = tf.train.Checkpoint(backbone=mg).write(os.path.join(tmp_path, "ckpt"))
     ours = spinenet_tf.build_backbone("spinenet-49s", input_shape=(128, 128, 3))
     with pytest.raises(ValueError, match=r"shape .* does not fit .*: the checkpoint is for another model"):
@@ -134,31 +106,13 @@ def test_missing_or_bad_checkpoint_is_one_clear_error(tmp_path):
 NUM_CLASSES = 5
 
 
-def _model_garden_retinanet(name, height, width):
-    from official.vision.modeling import retinanet_model
-    from official.vision.modeling.heads import dense_prediction_heads
-    from official.vision.modeling.layers import detection_generator
-
-    spec = registry.DETECTORS[name]
-    backbone = _model_garden_backbone(spec.backbone, height, width, activation="swish")
-    head = dense_prediction_heads.RetinaNetHead(
-        min_level=3, max_level=7, num_classes=NUM_CLASSES, num_anchors_per_location=9,
-        num_convs=spec.head_num_convs, num_filters=spec.head_num_filters, use_separable_conv=spec.head_separable,
-        activation="swish")
-    model = retinanet_model.RetinaNetModel(backbone, None, head, detection_generator.MultilevelDetectionGenerator(),
-                                           min_level=3, max_level=7, num_scales=3, aspect_ratios=[0.5, 1.0, 2.0],
-                                           anchor_size=spec.anchor_size)
-    model(np.zeros((1, height, width, 3), np.float32), image_shape=tf.constant([[height, width]]), training=False)
-    return model
-
-
 @pytest.mark.parametrize("name", testing.slow_unless(list(registry.DETECTORS)))
 def test_retinanet_checkpoint_matches_model_garden(name, tmp_path):
     from spinenet_tf.detection import anchors as anchors_lib
 
     height, width = 128, 256
-    mg = _model_garden_retinanet(name, height, width)
-    _randomize(mg, seed=7)
+    mg = oracle.retinanet(name, NUM_CLASSES, height, width)
+    oracle.randomize_batch_norm(mg, seed=7)
     rng = np.random.default_rng(8)
     for variable in mg.weights:  # head biases too: the class prior alone would hide a swapped predictor
         if variable.name.split("/")[-1].startswith("bias"):
@@ -179,7 +133,7 @@ def test_retinanet_checkpoint_matches_model_garden(name, tmp_path):
 
 
 def test_backbone_checkpoint_cannot_fill_a_detector(tmp_path):
-    mg = _model_garden_backbone("spinenet-mobile-49xs", 128, 128)
+    mg = oracle.backbone("spinenet-mobile-49xs", 128, 128)
     path = tf.train.Checkpoint(backbone=mg).write(os.path.join(tmp_path, "ckpt"))
     ours = spinenet_tf.build_detector("retinanet-spinenet-mobile-49xs", num_classes=NUM_CLASSES, input_shape=(128, 128))
     with pytest.raises(ValueError, match="backbone-only checkpoint cannot fill a detector's head"):

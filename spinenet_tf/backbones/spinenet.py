@@ -23,7 +23,7 @@ import keras
 from spinenet_tf.backbones.block_specs import (SPINENET_BLOCK_SPECS, SPINENET_MOBILE_BLOCK_SPECS, BlockSpec,
                                                parse_block_specs, validate_block_specs)
 from spinenet_tf.layers.blocks import BottleneckBlock, MBConvBlock, ResidualBlock
-from spinenet_tf.layers.normalization import activation_layer, batch_norm, check_activation, conv2d
+from spinenet_tf.layers.normalization import NormActivationMixin, check_activation, conv2d
 from spinenet_tf.layers.resample import CrossScaleResample, MobileResample
 from spinenet_tf.layers.stochastic_depth import stochastic_depth_rate_for_block
 from spinenet_tf.layers.tracking import CheckpointCollections
@@ -130,7 +130,7 @@ def block_name(node: BlockNode) -> str:
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
-class SpineNet(CheckpointCollections, keras.Model):
+class SpineNet(CheckpointCollections, NormActivationMixin, keras.Model):
     """A SpineNet backbone (residual/bottleneck blocks, cross-scale resampling with alpha).
 
     Args:
@@ -223,10 +223,6 @@ class SpineNet(CheckpointCollections, keras.Model):
         return dict(activation=self.activation, norm_momentum=self.norm_momentum, norm_epsilon=self.norm_epsilon,
                     use_sync_bn=self.use_sync_bn)
 
-    def _bn(self, name: str):
-        return batch_norm(momentum=self.norm_momentum, epsilon=self.norm_epsilon, synchronized=self.use_sync_bn,
-                          name=name)
-
     def _block_group(self, x, node: BlockNode, drop_rate: float, stride: int = 1):
         """`block_repeats` blocks; the first projects the shortcut when its input width differs."""
         block_cls = {"bottleneck": BottleneckBlock, "residual": ResidualBlock}[node.block_fn]
@@ -242,7 +238,7 @@ class SpineNet(CheckpointCollections, keras.Model):
         """Conv 7x7/2 (64) -> BN -> act -> max-pool 3x3/2 -> two level-2 bottleneck groups (blocks 0 and 1)."""
         x = conv2d(64, 7, 2, name="stem_conv")(inputs)
         x = self._bn("stem_bn")(x)
-        x = activation_layer(self.activation, layer_name="stem_act")(x)
+        x = self._act("stem_act")(x)
         x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
         features = []
         for node in self.plan[:2]:
@@ -268,7 +264,7 @@ class SpineNet(CheckpointCollections, keras.Model):
                        for k, j in enumerate(node.inputs)]
             parents += [features[j] for j in node.extra_inputs]
             x = keras.layers.Add(name=f"{prefix}_fuse")(parents)
-            x = activation_layer(self.activation, layer_name=f"{prefix}_fuse_act")(x)
+            x = self._act(f"{prefix}_fuse_act")(x)
             drop_rate = stochastic_depth_rate_for_block(self.stochastic_depth_rate, node.index - 1, num_blocks)
             features[node.index] = self._block_group(x, node, drop_rate)
         return features
@@ -280,7 +276,7 @@ class SpineNet(CheckpointCollections, keras.Model):
         for level in range(self.min_level, self.max_level + 1):
             x = conv2d(self.endpoints_num_filters, 1, name=f"endpoint_l{level}_conv")(features[output_of_level[level]])
             x = self._bn(f"endpoint_l{level}_bn")(x)
-            endpoints[level] = activation_layer(self.activation, layer_name=f"endpoint_l{level}_act")(x)
+            endpoints[level] = self._act(f"endpoint_l{level}_act")(x)
         return endpoints
 
     # === Properties ===
@@ -364,7 +360,7 @@ class SpineNetMobile(SpineNet):
         """Conv 3x3/2 (8 x scale) -> BN -> act -> MBConv to level 1 (stride 1) -> MBConv to level 2 (stride 2)."""
         x = conv2d(self._block_width(0), 3, 2, name="stem_conv")(inputs)
         x = self._bn("stem_bn")(x)
-        x = activation_layer(self.activation, layer_name="stem_act")(x)
+        x = self._act("stem_act")(x)
         features = []
         for node, stride in zip(self.plan[:2], (1, 2)):
             x = self._block_group(x, node, drop_rate=0.0, stride=stride)

@@ -2,6 +2,7 @@
 
 Conventions (see `anchors`): level L has stride 2**L; boxes are `[ymin, xmin, ymax, xmax]` in input pixels; flat
 per-anchor tensors follow the anchor layout (level, y, x, anchor), the head outputs' `[B, H, W, A * K]` order.
+The two-stage Mask R-CNN (its heads, RoI ops, targets, losses and training pass) is the `maskrcnn` subpackage.
 """
 
 from spinenet_tf.detection.anchors import (AnchorGenerator, concat_anchors, feature_sizes, flatten_levels,

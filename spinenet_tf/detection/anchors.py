@@ -125,7 +125,7 @@ class AnchorGenerator:
 
     Args:
         min_level, max_level, num_scales, aspect_ratios, anchor_size: As in `generate_anchors`
-            (defaults: MG's `retinanet_spinenet_coco`, REFERENCE §3.3).
+            (defaults: MG's `retinanet_spinenet_coco`, `official/vision/configs/retinanet.py`).
 
     Example:
         anchor_generator = AnchorGenerator()

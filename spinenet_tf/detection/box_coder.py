@@ -126,7 +126,7 @@ def clip_boxes(boxes: tf.Tensor, image_shape) -> tf.Tensor:
 
 def boxes_to_center_size(boxes: tf.Tensor) -> tf.Tensor:
     """`[ymin, xmin, ymax, xmax]` -> `[ycenter, xcenter, height, width]`, the anchor format of TFLite's
-    `TFLite_Detection_PostProcess` op (REFERENCE §4.2)."""
+    `TFLite_Detection_PostProcess` op (`tensorflow/lite/kernels/detection_postprocess.cc`)."""
     boxes = tf.convert_to_tensor(boxes)
     check_boxes(boxes)
     ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)

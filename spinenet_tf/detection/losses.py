@@ -6,7 +6,7 @@ FL(p_t) = -alpha_t (1 - p_t)**gamma log(p_t), summed over anchors and classes.
 The numbers equal Model Garden's RetinaNet task (tf-models-official 2.20.0): `official/vision/tasks/retinanet.py::
 build_losses` with `official/vision/losses/focal_loss.py::FocalLoss` and `tf_keras.losses.Huber`, both with
 `Reduction.SUM` and sample weights divided by (positives in the batch + 1). Defaults are MG's SpineNet recipe
-(REFERENCE §3.3): alpha 0.25, gamma 1.5, Huber delta 0.1, box_loss_weight 50. Built from Keras 3 loss functions
+(`official/vision/configs/retinanet.py`): alpha 0.25, gamma 1.5, Huber delta 0.1, box_loss_weight 50. Built from Keras 3 loss functions
 (TensorFlow backend), no Model Garden import.
 """
 

@@ -1,7 +1,7 @@
 """RetinaNet inference post-processing: decode, score threshold, pre-NMS top-k, NMS. TensorFlow ops only.
 
 Mirrors Model Garden's `MultilevelDetectionGenerator` with `nms_version='v2'` (the RetinaNet eval default,
-REFERENCE §3.3), `official/vision/modeling/layers/detection_generator.py` in tf-models-official 2.20.0:
+`official/vision/configs/retinanet.py`), `official/vision/modeling/layers/detection_generator.py` in tf-models-official 2.20.0:
 1. sigmoid scores and decoded boxes (`box_coder.decode_boxes`, MG's `box_ops.decode_boxes`) for every anchor,
    boxes clipped to the image;
 2. pre-NMS top-k **per class over all levels together** (v2's `_select_top_k_scores`; only MG's v3 works level by
@@ -13,7 +13,7 @@ RetinaNet: Lin et al., arXiv:1708.02002. Runs under `tf.function` (fixed or unkn
 Per-class NMS uses `tf.image.combined_non_max_suppression` (one fast CPU kernel rather than MG's per-class tiled
 loop; the same selections, see `non_max_suppression`), which TFLite runs only as a Select TF op. Decoding and the
 class-agnostic path convert to TFLite builtins; for on-device per-class NMS export the raw outputs and use the
-`TFLite_Detection_PostProcess` op (REFERENCE §4.2; anchors via `box_coder.boxes_to_center_size`).
+`TFLite_Detection_PostProcess` op (`official/vision/modeling/layers/detection_generator.py`; anchors via `box_coder.boxes_to_center_size`).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import tensorflow as tf
 from spinenet_tf.detection import anchors as anchors_lib
 from spinenet_tf.detection import losses, postprocess
 from spinenet_tf.detection.retinanet_head import RetinaNetHead
+from spinenet_tf.layers import keras_fit
 from spinenet_tf.layers.tracking import CheckpointCollections
-from spinenet_tf.training import optimizers
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
@@ -120,7 +120,7 @@ class RetinaNet(CheckpointCollections, keras.Model):
         if loss not in ("auto", None):
             raise ValueError("RetinaNet computes its own loss; do not pass `loss` to compile()")
         super().compile(optimizer=optimizer, **kwargs)
-        optimizers.build_slots(self)
+        keras_fit.build_slots(self)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Focal + Huber losses on `y` (the dict of `assign_targets`, batched), plus L2 weight decay."""
@@ -136,7 +136,7 @@ class RetinaNet(CheckpointCollections, keras.Model):
 
     def l2_loss(self) -> tf.Tensor:
         """weight_decay / 2 * sum of squared conv and dense kernels (not biases, not batch norm)."""
-        return optimizers.l2_loss(self.trainable_weights, self.weight_decay)
+        return keras_fit.l2_loss(self.trainable_weights, self.weight_decay)
 
     # === Inference ===
     def detect(self, images, training=False) -> dict[str, tf.Tensor]:

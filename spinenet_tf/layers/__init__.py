@@ -1,4 +1,5 @@
-"""Keras 3 layers of the SpineNet family: blocks, cross-scale resampling, stochastic depth."""
+"""Keras 3 layers of the SpineNet family: blocks, cross-scale resampling, stochastic depth; and what the models
+share for training (`keras_fit`: L2 term, optimizer slots; `precise_bn`: batch-norm re-estimation)."""
 
 from spinenet_tf.layers.blocks import BottleneckBlock, MBConvBlock, ResidualBlock, SqueezeExcite
 from spinenet_tf.layers.resample import CrossScaleResample, MobileResample, NearestUpsampling

@@ -14,12 +14,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from spinenet_tf.layers.normalization import activation_layer, batch_norm, check_activation, conv2d, depthwise_conv2d
+from spinenet_tf.layers.normalization import NormActivationMixin, check_activation, conv2d, depthwise_conv2d
 from spinenet_tf.layers.stochastic_depth import StochasticDepth
-from spinenet_tf.layers.tracking import CheckpointCollections
+from spinenet_tf.layers.tracking import CheckpointCollections, build_chain
 
 
-class _Block(CheckpointCollections, keras.layers.Layer):
+class _Block(CheckpointCollections, NormActivationMixin, keras.layers.Layer):
     """Shared arguments and plumbing: batch-norm settings, activation, stochastic depth."""
 
     def __init__(self, *, stochastic_depth_rate: float = 0.0, activation: str = "relu", norm_momentum: float = 0.99,
@@ -31,21 +31,6 @@ class _Block(CheckpointCollections, keras.layers.Layer):
         self.norm_epsilon = norm_epsilon
         self.use_sync_bn = use_sync_bn
         self.drop_path = StochasticDepth(stochastic_depth_rate, name="drop_path") if stochastic_depth_rate else None
-
-    def _bn(self, name: str) -> keras.layers.BatchNormalization:
-        return batch_norm(momentum=self.norm_momentum, epsilon=self.norm_epsilon, synchronized=self.use_sync_bn,
-                          name=name)
-
-    def _act(self, name: str) -> keras.layers.Activation:
-        return activation_layer(self.activation, layer_name=name)
-
-    def _build_chain(self, input_shape, layers) -> tuple:
-        """Builds `layers` one after another from `input_shape`; returns the last output shape."""
-        shape = input_shape
-        for layer in layers:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        return shape
 
     def _drop(self, x, training):
         return self.drop_path(x, training=training) if self.drop_path is not None else x
@@ -74,8 +59,8 @@ class _ResNetBlock(_Block):
 
     def build(self, input_shape):
         if self.use_projection:
-            self._build_chain(input_shape, [self.shortcut_conv, self.shortcut_bn])
-        self._build_chain(input_shape, self.branch)
+            build_chain([self.shortcut_conv, self.shortcut_bn], input_shape)
+        build_chain(self.branch, input_shape)
 
     def call(self, inputs, training=None):
         shortcut = inputs
@@ -245,7 +230,7 @@ class MBConvBlock(_Block):
                          self.project_bn]
 
     def build(self, input_shape):
-        self._build_chain(input_shape, self._sequence())
+        build_chain(self._sequence(), input_shape)
 
     def call(self, inputs, training=None):
         x = inputs

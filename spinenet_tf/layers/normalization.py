@@ -1,4 +1,5 @@
-"""The two factories every SpineNet layer builds from: `conv2d` and `batch_norm`, plus `activation`.
+"""The factories every SpineNet layer builds from: `conv2d`, `batch_norm` and `activation_layer`, and the mixin
+`NormActivationMixin` that makes a layer's batch norms and activations from its own settings.
 
 Defaults are Model Garden's (`official/vision/modeling/layers/nn_blocks.py`): convolutions without bias,
 'same' padding and the Keras `VarianceScaling` initializer (scale 1, fan-in, truncated normal); batch norm with
@@ -97,3 +98,16 @@ def activation_layer(name: str, *, layer_name: str | None = None) -> keras.layer
     """An Activation layer; "swish" is x * sigmoid(x) (Keras' silu), "hard_swish" x * relu6(x + 3) / 6."""
     check_activation(name)
     return keras.layers.Activation({"swish": "silu"}.get(name, name), name=layer_name)
+
+
+class NormActivationMixin:
+    """`_bn(name)` and `_act(name)` for a layer or model that stores `norm_momentum`, `norm_epsilon`, `use_sync_bn`
+    and `activation`: the blocks, the resampling connections, the backbones and the RoI heads all make their batch
+    norms and activations here, from their own settings. Only the sublayer is made; its name is the caller's."""
+
+    def _bn(self, name: str) -> keras.layers.BatchNormalization:
+        return batch_norm(momentum=self.norm_momentum, epsilon=self.norm_epsilon, synchronized=self.use_sync_bn,
+                          name=name)
+
+    def _act(self, name: str) -> keras.layers.Activation:
+        return activation_layer(self.activation, layer_name=name)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from spinenet_tf.layers.normalization import activation_layer, batch_norm, check_activation, conv2d, depthwise_conv2d
-from spinenet_tf.layers.tracking import CheckpointCollections
+from spinenet_tf.layers.normalization import NormActivationMixin, check_activation, conv2d, depthwise_conv2d
+from spinenet_tf.layers.tracking import CheckpointCollections, build_chain, chain_output_shape
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
@@ -52,7 +52,7 @@ class NearestUpsampling(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 
 
-class _Resample(CheckpointCollections, keras.layers.Layer):
+class _Resample(CheckpointCollections, NormActivationMixin, keras.layers.Layer):
     """Shared plumbing: level shift, batch-norm settings, activation, and a sequential call over `self.chain`."""
 
     def __init__(self, level_shift: int, out_filters: int, activation: str = "relu", norm_momentum: float = 0.99,
@@ -66,18 +66,8 @@ class _Resample(CheckpointCollections, keras.layers.Layer):
         self.use_sync_bn = use_sync_bn
         self.chain: list[keras.layers.Layer] = []
 
-    def _bn(self, name):
-        return batch_norm(momentum=self.norm_momentum, epsilon=self.norm_epsilon, synchronized=self.use_sync_bn,
-                          name=name)
-
-    def _act(self, name):
-        return activation_layer(self.activation, layer_name=name)
-
     def build(self, input_shape):
-        shape = input_shape
-        for layer in self.chain:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
+        build_chain(self.chain, input_shape)
 
     def call(self, inputs):
         x = inputs
@@ -86,10 +76,7 @@ class _Resample(CheckpointCollections, keras.layers.Layer):
         return x
 
     def compute_output_shape(self, input_shape):
-        shape = input_shape
-        for layer in self.chain:
-            shape = layer.compute_output_shape(shape)
-        return shape
+        return chain_output_shape(self.chain, input_shape)
 
     def get_config(self):
         return {**super().get_config(), "level_shift": self.level_shift, "out_filters": self.out_filters,

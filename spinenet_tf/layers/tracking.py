@@ -1,4 +1,4 @@
-"""Sublayers held in lists and dicts, made visible to `tf.train.Checkpoint`.
+"""Sublayers held in lists and dicts: made visible to `tf.train.Checkpoint`, and built as a chain.
 
 Keras 3 (TensorFlow backend, 3.15 here) wraps a layer's list and dict attributes in its own `TrackedList` /
 `TrackedDict`, which TensorFlow's object graph does not follow, and hands them to TensorFlow only when writing a
@@ -11,6 +11,9 @@ missing from training checkpoints (keras-team/keras#18398 is the same bug in Ker
 `CheckpointCollections` adds, for checkpoints only, every layer found in such a collection as a direct child named
 after the attribute and its position or key (`chain_0`, `norms_1_3`): the objects themselves, so restore and the
 matching asserts see the same objects every time. SavedModel export is left to Keras.
+
+`build_chain` and `chain_output_shape` build, or follow the shapes through, a list of sublayers applied one after
+another (a block's branch, a resampling chain).
 """
 
 from __future__ import annotations
@@ -30,6 +33,23 @@ class CheckpointCollections:
             for key, layer in _layers_in(getattr(self, name, None), name):
                 children.setdefault(key, layer)
         return children
+
+
+def build_chain(layers, input_shape) -> tuple:
+    """Builds `layers` one after another, each from the previous one's output shape; returns the last output shape."""
+    shape = input_shape
+    for layer in layers:
+        layer.build(shape)
+        shape = layer.compute_output_shape(shape)
+    return shape
+
+
+def chain_output_shape(layers, input_shape) -> tuple:
+    """The output shape of `layers` applied one after another to `input_shape`."""
+    shape = input_shape
+    for layer in layers:
+        shape = layer.compute_output_shape(shape)
+    return shape
 
 
 def _layers_in(value, prefix: str):

@@ -9,6 +9,7 @@ Model Garden's own lists.
 
 import pytest
 
+import oracle
 import spinenet_tf
 from spinenet_tf import registry
 from spinenet_tf.backbones import (SPINENET_BLOCK_SPECS, SPINENET_MOBILE_BLOCK_SPECS, BlockSpec, SpineNet,
@@ -52,10 +53,8 @@ def test_spinenet_mobile_table():
 
 @pytest.mark.oracle
 def test_tables_equal_model_garden():
-    mg_spinenet = pytest.importorskip("official.vision.modeling.backbones.spinenet")
-    mg_mobile = pytest.importorskip("official.vision.modeling.backbones.spinenet_mobile")
-    for ours, theirs in [(SPINENET_BLOCK_SPECS, mg_spinenet.SPINENET_BLOCK_SPECS),
-                         (SPINENET_MOBILE_BLOCK_SPECS, mg_mobile.SPINENET_BLOCK_SPECS)]:
+    for ours, theirs in [(SPINENET_BLOCK_SPECS, oracle.spinenet.SPINENET_BLOCK_SPECS),
+                         (SPINENET_MOBILE_BLOCK_SPECS, oracle.spinenet_mobile.SPINENET_BLOCK_SPECS)]:
         assert [(s.level, s.block_fn, tuple(s.input_offsets), s.is_output) for s in ours] == [
             (level, fn, tuple(offsets), bool(out)) for level, fn, offsets, out in theirs]
 

@@ -1,14 +1,15 @@
 """Tests of spinenet_tf/backbones/spinenet.py (SpineNet, SpineNetMobile, plan_network) through the registry.
 
 Every registry name (never a hand-written list) is built once, at a non-square 256x128 input, by a module-scoped
-fixture that frees it afterwards; the oracle test builds Model Garden's twin (tf-models-official 2.20.0) at 128x128.
-Parameter and weight counts do not depend on the input size. The other tests use small models: registry names
+fixture that frees it afterwards; the oracle tests share Model Garden's twin (tf-models-official 2.20.0) at
+128x128. Parameter and weight counts do not depend on the input size. The other tests use small models: registry names
 with shrinking overrides (filter_size_scale=0.25, endpoints_num_filters=16) at 128x128 (STYLE.md §8.9).
 
-Golden numbers: Model Garden (the oracle), or REFERENCE.md, cited where used. Structural facts of Model Garden's
-network (REFERENCE §3.1): stochastic depth rate init_rate * i / len(block_specs) for the i-th scale-permuted block
-(1-based) and none on the stem; an output block also sums every earlier block of its level and width that nothing
-consumed yet; blocks feeding no endpoint are pruned (block 17, Model Garden's level-2 output).
+Golden numbers: Model Garden (the oracle, tests/oracle.py), cited where used. Structural facts of Model Garden's
+network (`official/vision/modeling/backbones/spinenet.py`): stochastic depth rate init_rate * i / len(block_specs)
+for the i-th scale-permuted block (1-based) and none on the stem; an output block also sums every earlier block of
+its level and width that nothing consumed yet; blocks feeding no endpoint are pruned (block 17, Model Garden's
+level-2 output).
 """
 
 import gc
@@ -17,6 +18,7 @@ import keras
 import numpy as np
 import pytest
 
+import oracle
 import spinenet_tf
 import testing
 from spinenet_tf import registry
@@ -24,10 +26,11 @@ from spinenet_tf.backbones import BlockSpec, FeatureSpec, SpineNet, SpineNetMobi
 from spinenet_tf.backbones.spinenet import block_name
 from spinenet_tf.layers import StochasticDepth
 
-# Trainable parameters of Model Garden's backbones in millions: REFERENCE.md §1.5, "[CALC] check: MG backbone params
-# 21.83 / 36.26 / 60.25 / 126.59 M" (SpineNet-49 / 96 / 143 / 190, built from tf-models-official 2.20.0).
-REFERENCE_TRAINABLE_PARAMS_M = {"spinenet-49": 21.83, "spinenet-96": 36.26, "spinenet-143": 60.25,
-                                "spinenet-190": 126.59}
+# Trainable parameters in millions of Model Garden's SpineNet-49 / 96 / 143 / 190 (tf-models-official 2.20.0,
+# `official/vision/modeling/backbones/spinenet.py` SCALING_MAP rows, built and counted). Every registry row is
+# compared with the oracle built in the test; these pins also catch an oracle upgrade that changes the architecture.
+MODEL_GARDEN_TRAINABLE_PARAMS_M = {"spinenet-49": 21.83, "spinenet-96": 36.26, "spinenet-143": 60.25,
+                                   "spinenet-190": 126.59}
 
 TINY = dict(filter_size_scale=0.25, endpoints_num_filters=16)  # shrinking overrides for the small tests
 
@@ -53,21 +56,6 @@ def _num_params(weights):
     return sum(int(np.prod(w.shape)) for w in weights)
 
 
-def _model_garden_twin(name, input_size=128):
-    """Model Garden's backbone for a registry name, built from its SCALING_MAP row; also returns that row."""
-    spec = registry.BACKBONES[name]
-    tf_keras = pytest.importorskip("tf_keras")
-    if spec.family == "spinenet_mobile":
-        module = pytest.importorskip("official.vision.modeling.backbones.spinenet_mobile")
-        cls, key = module.SpineNetMobile, name.removeprefix("spinenet-mobile-").upper()
-    else:
-        module = pytest.importorskip("official.vision.modeling.backbones.spinenet")
-        cls, key = module.SpineNet, name.removeprefix("spinenet-").upper()
-    scaling = module.SCALING_MAP[key]
-    model = cls(input_specs=tf_keras.layers.InputSpec(shape=[None, input_size, input_size, 3]), **scaling)
-    return model, scaling
-
-
 def _tiny(name="spinenet-49", input_shape=(128, 128, 3), **overrides):
     return spinenet_tf.build_backbone(name, input_shape=input_shape, **{**TINY, **overrides})
 
@@ -85,25 +73,34 @@ def registry_backbone(request):
 
 # --- (a) parameter counts ----------------------------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def model_garden_twin(registry_backbone):
+    """Model Garden's backbone of the current `registry_backbone` row, at 128x128 (counts do not depend on the size)."""
+    mg = oracle.backbone(registry_backbone[0])
+    yield mg
+    del mg
+    oracle.clear_session()
+
+
 @pytest.mark.oracle
-def test_parameter_and_weight_counts_match_model_garden(registry_backbone):
+def test_parameter_count_matches_model_garden(registry_backbone, model_garden_twin):
     name, model = registry_backbone
-    mg, scaling = _model_garden_twin(name)
+    expected = _num_params(model_garden_twin.trainable_weights)
+    if name in MODEL_GARDEN_TRAINABLE_PARAMS_M:  # the oracle itself, against its pinned counts
+        assert round(expected / 1e6, 2) == MODEL_GARDEN_TRAINABLE_PARAMS_M[name]
+    assert _num_params(model.trainable_weights) == expected
+
+
+@pytest.mark.oracle
+def test_weight_counts_and_shapes_match_model_garden(registry_backbone, model_garden_twin):
+    name, model = registry_backbone
+    mg = model_garden_twin
     # The registry row is Model Garden's SCALING_MAP row.
-    assert registry.BACKBONES[name].kwargs() == scaling
-    assert _num_params(model.trainable_weights) == _num_params(mg.trainable_weights)
+    assert registry.BACKBONES[name].kwargs() == oracle.backbone_row(name)[1]
     assert _num_params(model.non_trainable_weights) == _num_params(mg.non_trainable_weights)
     assert len(model.trainable_weights) == len(mg.trainable_weights)
     assert len(model.weights) == len(mg.weights)
     assert sorted(tuple(w.shape) for w in model.weights) == sorted(tuple(w.shape) for w in mg.weights)
-    del mg
-
-
-def test_parameter_count_matches_reference(registry_backbone):
-    name, model = registry_backbone
-    if name not in REFERENCE_TRAINABLE_PARAMS_M:
-        pytest.skip(f"REFERENCE.md has no backbone-only parameter count for {name}")
-    assert round(_num_params(model.trainable_weights) / 1e6, 2) == REFERENCE_TRAINABLE_PARAMS_M[name]
 
 
 # --- (b) outputs -------------------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def test_runs_under_tf_function_with_fixed_batch():
 @pytest.mark.parametrize("class_agnostic", [False, True])
 @pytest.mark.parametrize("pre_nms_top_k,logit_mean", [(5000, -4.0), (300, -4.0), (5000, -9.0)])
 def test_matches_model_garden_v2(class_agnostic, pre_nms_top_k, logit_mean):
-    detection_generator = pytest.importorskip("official.vision.modeling.layers.detection_generator")
+    from official.vision.modeling.layers import detection_generator
     image_size, num_anchors, num_classes, batch = (128, 160), 9, 5, 2
     anchors = anchors_lib.generate_anchors(3, 7, 3, [0.5, 1.0, 2.0], 3, image_size)
     sizes = anchors_lib.feature_sizes(3, 7, image_size)

@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
+import oracle
 import spinenet_tf
 import testing
 from spinenet_tf import registry
@@ -141,30 +142,12 @@ def test_overfits_drawn_scenes_and_detects_every_box():
 # --- parameters -------------------------------------------------------------------------------------------------
 
 def _model_garden_detector_params(name: str) -> int:
-    """Trainable parameters of Model Garden's RetinaNet for a registry row: SpineNet(-Mobile) from MG's SCALING_MAP
-    plus `RetinaNetHead`; SpineNet RetinaNets use the identity decoder, which has no weights."""
-    tf_keras = pytest.importorskip("tf_keras")
-    spinenet = pytest.importorskip("official.vision.modeling.backbones.spinenet")
-    spinenet_mobile = pytest.importorskip("official.vision.modeling.backbones.spinenet_mobile")
-    dense_prediction_heads = pytest.importorskip("official.vision.modeling.heads.dense_prediction_heads")
-
-    spec = registry.DETECTORS[name]
-    # MG's SCALING_MAP keys: "spinenet-49s" -> "49S", "spinenet-mobile-49xs" -> "49XS".
-    if registry.BACKBONES[spec.backbone].family == "spinenet_mobile":
-        module, cls, prefix = spinenet_mobile, spinenet_mobile.SpineNetMobile, "spinenet-mobile-"
-    else:
-        module, cls, prefix = spinenet, spinenet.SpineNet, "spinenet-"
-    key = spec.backbone.removeprefix(prefix)
-    backbone = cls(input_specs=tf_keras.layers.InputSpec(shape=[None, PARAMS_SIZE, PARAMS_SIZE, 3]),
-                   **module.SCALING_MAP[key.upper()])
-    head = dense_prediction_heads.RetinaNetHead(
-        min_level=3, max_level=7, num_classes=91, num_anchors_per_location=9, num_convs=spec.head_num_convs,
-        num_filters=spec.head_num_filters, use_separable_conv=spec.head_separable)
-    head(backbone(tf_keras.Input((PARAMS_SIZE, PARAMS_SIZE, 3))))
-    params = count_params(backbone) + count_params(head)
-    del backbone, head
-    tf_keras.backend.clear_session()
-    gc.collect()
+    """Trainable parameters of Model Garden's RetinaNet for a registry row (tests/oracle.py): SpineNet(-Mobile) from
+    MG's SCALING_MAP plus `RetinaNetHead`; SpineNet RetinaNets use the identity decoder, which has no weights."""
+    model = oracle.retinanet(name, num_classes=91, height=PARAMS_SIZE)
+    params = count_params(model)
+    del model
+    oracle.clear_session()
     return params
 
 

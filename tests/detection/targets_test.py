@@ -125,7 +125,7 @@ def test_rejects_wrong_box_layout():
 @pytest.mark.oracle
 @pytest.mark.parametrize("negative_threshold", [0.5, 0.4])
 def test_matches_model_garden_anchor_labeler(negative_threshold):
-    anchor = pytest.importorskip("official.vision.ops.anchor")
+    from official.vision.ops import anchor
     image_size = (256, 320)
     mg_anchors = anchor.Anchor(3, 7, 3, [0.5, 1.0, 2.0], 3, image_size).multilevel_boxes
     rng = np.random.default_rng(0)
@@ -155,7 +155,7 @@ def test_matches_model_garden_anchor_labeler(negative_threshold):
 def test_match_equals_model_garden_box_matcher_with_ties():
     # Coarse similarities make many ties and several columns sharing a best row, the cases where the forced
     # match's tie rules (first row per column, lowest column per row) decide the result.
-    box_matcher = pytest.importorskip("official.vision.ops.box_matcher")
+    from official.vision.ops import box_matcher
     rng = np.random.default_rng(3)
     similarity = tf.constant(np.round(rng.random((3, 400, 30)) ** 6, 1), tf.float32)
     columns, indicators = box_matcher.BoxMatcher([0.3, 0.7], [-1, -2, 1], force_match_for_each_col=True)(similarity)

@@ -1,6 +1,6 @@
 """`tf.train.Checkpoint` saves and restores every weight: sublayers in lists and dicts (Keras 3 leaves them out of
-checkpoints, `spinenet_tf.layers.tracking`) in a toy layer and in every model family, through the training loop's
-`restore_model`."""
+checkpoints, `spinenet_tf.layers.tracking`) in a toy layer and in every model family, through
+`spinenet_tf.checkpoints.restore_model`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 import spinenet_tf
+from spinenet_tf import checkpoints
 from spinenet_tf.layers.tracking import CheckpointCollections
-from spinenet_tf.training import loop
 
 
 class _Collections(CheckpointCollections, keras.layers.Layer):
@@ -44,7 +44,7 @@ def _assert_round_trip(model: keras.Model, fresh: keras.Model, tmp_path) -> None
     _perturb(model)
     path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
     assert len(_saved_model_variables(path)) == len(model.weights)
-    loop.restore_model(fresh, checkpoint=path)
+    checkpoints.restore_model(fresh, checkpoint=path)
     differ = [w.path for w, v in zip(model.weights, fresh.weights) if not np.array_equal(w.numpy(), v.numpy())]
     assert not differ, f"{len(differ)} of {len(model.weights)} weights not restored: {differ[:5]}"
 

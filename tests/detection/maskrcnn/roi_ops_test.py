@@ -1,4 +1,4 @@
-"""Tests of `spinenet_tf.detection.roi_ops`: proposals, level assignment, RoIAlign and second-stage detections,
+"""Tests of `spinenet_tf.detection.maskrcnn.roi_ops`: proposals, level assignment, RoIAlign and second-stage detections,
 against hand-computed cases and against Model Garden's ops (tf-models-official 2.20.0) on the same inputs."""
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from spinenet_tf.detection import anchors as anchors_lib
-from spinenet_tf.detection import roi_ops
+from spinenet_tf.detection.maskrcnn import roi_ops
 
 SIZE = (128, 256)  # non-square, so a height / width mix-up shows
 BATCH = 2
@@ -44,7 +44,7 @@ def test_proposals_are_clipped_sorted_and_suppressed(rpn_outputs):
 
 @pytest.mark.oracle
 def test_proposals_match_model_garden(rpn_outputs):
-    roi_generator = pytest.importorskip("official.vision.modeling.layers.roi_generator")
+    from official.vision.modeling.layers import roi_generator
     scores, boxes, anchors = rpn_outputs
     mg_anchors = {str(level): tf.tile(a[None], [BATCH, 1, 1]) for level, a in anchors.items()}
     for settings in (dict(pre_nms_top_k=300, num_proposals=200), dict(pre_nms_top_k=1000, num_proposals=1000),
@@ -98,7 +98,7 @@ def test_roi_align_of_a_linear_ramp_samples_bin_centres():
 
 @pytest.mark.oracle
 def test_roi_align_matches_model_garden(rpn_outputs):
-    spatial_transform_ops = pytest.importorskip("official.vision.ops.spatial_transform_ops")
+    from official.vision.ops import spatial_transform_ops
     features = _levels(np.random.default_rng(1), 8)
     rois, _ = roi_ops.generate_proposals(*rpn_outputs, SIZE, num_proposals=100)
     # Proposals plus boxes of levels 4, 5, 6, past the image, of zero size and very thin.
@@ -128,7 +128,7 @@ def head_outputs(rpn_outputs):
 @pytest.mark.oracle
 @pytest.mark.parametrize("score_threshold", [0.05, 0.3])
 def test_detections_match_model_garden(head_outputs, score_threshold):
-    detection_generator = pytest.importorskip("official.vision.modeling.layers.detection_generator")
+    from official.vision.modeling.layers import detection_generator
     classes, codes, rois = head_outputs
     generator = detection_generator.DetectionGenerator(pre_nms_score_threshold=score_threshold, max_num_detections=20)
     expected = generator(codes, classes, rois, tf.constant([SIZE] * BATCH, tf.float32), [10.0, 10.0, 5.0, 5.0])

@@ -14,7 +14,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from spinenet_tf.detection import anchors as anchors_lib
-from spinenet_tf.detection import maskrcnn_losses, maskrcnn_targets
+from spinenet_tf.detection.maskrcnn import losses as maskrcnn_losses
+from spinenet_tf.detection.maskrcnn import targets as maskrcnn_targets
 
 # MG's maskrcnn config: roi_sampler.foreground_fraction 0.25 (the RoI counts are `MaskRCNN` settings), RPN anchor
 # sampling 256 per image.

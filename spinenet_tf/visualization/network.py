@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import pathlib
 from collections.abc import Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from spinenet_tf import registry
 from spinenet_tf.backbones.spinenet import BlockNode, SpineNet, SpineNetMobile
+from spinenet_tf.visualization.fonts import font
 
 Colour = tuple[int, int, int]
 Point = tuple[float, float]
@@ -234,11 +234,6 @@ def _route_edges(plan, boxes: Layout, top: float, bottom: float, row: float, col
 
 
 # --- drawing --------------------------------------------------------------------------------------------------
-def _font(size: float) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    # Pillow's bundled font (Aileron) keeps pictures identical across machines; no system fonts needed.
-    return ImageFont.load_default(size=max(6, round(size)))
-
-
 class _Canvas:
     """An ImageDraw at `_SUPERSAMPLE` x that takes image-pixel coordinates."""
 
@@ -270,10 +265,11 @@ class _Canvas:
         self.draw.polygon([tip, *wings], fill=colour)
 
     def text(self, xy: Point, text: str, size: float, colour=_TEXT, anchor: str = "mm"):
-        self.draw.text((self._s(xy[0]), self._s(xy[1])), text, fill=colour, font=_font(self._s(size)), anchor=anchor)
+        self.draw.text((self._s(xy[0]), self._s(xy[1])), text, fill=colour, font=font(self._s(size)),
+                       anchor=anchor)
 
     def text_width(self, text: str, size: float) -> float:
-        return self.draw.textlength(text, font=_font(self._s(size))) / _SUPERSAMPLE
+        return self.draw.textlength(text, font=font(self._s(size))) / _SUPERSAMPLE
 
     def result(self) -> Image.Image:
         return self.image.reduce(_SUPERSAMPLE)  # box filter: flat areas keep their exact colour
@@ -406,88 +402,3 @@ def _draw_legend(canvas: _Canvas, plan: Sequence[BlockNode], y: float, u: float)
             canvas.arrowhead(points, EDGE_COLOUR, 6 * u)
         canvas.text((x + swatch + 8 * u, y + u), text, 12 * u, anchor="lm")
         x += 38 * u + canvas.text_width(text, 12 * u) + 26 * u
-
-
-# --- the `draw` command ---------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class DrawConfig:
-    """What `python -m spinenet_tf.draw` draws; validation messages name the flags.
-
-    Attributes:
-        model: A name from `registry.BACKBONES`.
-        out: Path of the PNG to write (missing parent folders are created).
-        width, height: Picture size in pixels.
-    """
-
-    model: str
-    out: str
-    width: int = 1600
-    height: int = 600
-
-    def __post_init__(self):
-        if self.model not in registry.BACKBONES:
-            raise ValueError(f"--model={self.model}: unknown backbone; valid names: {', '.join(registry.BACKBONES)}")
-        if not self.out.lower().endswith(".png"):
-            raise ValueError(f"--out={self.out}: must be a path ending in .png")
-        if self.width < MIN_SIZE[0] or self.height < MIN_SIZE[1]:
-            raise ValueError(f"--width={self.width} --height={self.height}: must be at least "
-                             f"{MIN_SIZE[0]}x{MIN_SIZE[1]}")
-
-
-def run(config: DrawConfig) -> pathlib.Path:
-    """Draws `config.model` and writes it to `config.out`.
-
-    Raises:
-        OSError: If the file (or its folder) cannot be written.
-    """
-    plan = plan_for_model(config.model)
-    title, subtitle = describe_model(config.model, plan)
-    image = draw_network(plan, title, config.width, config.height, subtitle=subtitle)
-    path = pathlib.Path(config.out)
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True)
-    image.save(path, format="PNG")
-    return path
-
-
-# Distinct box colours per class for detection pictures (cycled).
-_DETECTION_COLOURS: tuple[Colour, ...] = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48),
-                                          (145, 30, 180), (70, 240, 240), (240, 50, 230), (128, 128, 0))
-
-
-def draw_detections(image, boxes, classes, scores, class_names: Sequence[str], min_score: float = 0.3,
-                    ground_truth=None) -> Image.Image:
-    """An RGB uint8 image with detections (solid boxes, "name score") and optional ground truth (thin white).
-
-    Args:
-        image: [H, W, 3] uint8 array.
-        boxes: [K, 4] (ymin, xmin, ymax, xmax) pixels of `image`; classes [K]; scores [K].
-        class_names: Name per class index.
-        min_score: Detections below it are not drawn.
-        ground_truth: Optional [G, 4] boxes in the same pixels.
-    """
-    picture = Image.fromarray(image).convert("RGB")
-    draw = ImageDraw.Draw(picture)
-    font = _font(11)
-    for box in [] if ground_truth is None else ground_truth:
-        ymin, xmin, ymax, xmax = (float(v) for v in box)
-        draw.rectangle([xmin, ymin, xmax, ymax], outline=(255, 255, 255), width=1)
-    for box, cls, score in zip(boxes, classes, scores):
-        if score < min_score:
-            continue
-        ymin, xmin, ymax, xmax = (float(v) for v in box)
-        colour = _DETECTION_COLOURS[int(cls) % len(_DETECTION_COLOURS)]
-        draw.rectangle([xmin, ymin, xmax, ymax], outline=colour, width=2)
-        name = class_names[int(cls)] if 0 <= int(cls) < len(class_names) else str(int(cls))
-        draw.text((xmin + 2, max(0.0, ymin - 12)), f"{name} {score:.2f}", fill=colour, font=font)
-    return picture
-
-
-def image_grid(images: Sequence[Image.Image], columns: int) -> Image.Image:
-    """Tiles equally sized pictures left to right, top to bottom."""
-    width, height = images[0].size
-    rows = -(-len(images) // columns)
-    grid = Image.new("RGB", (columns * width, rows * height), (255, 255, 255))
-    for i, picture in enumerate(images):
-        grid.paste(picture, ((i % columns) * width, (i // columns) * height))
-    return grid

@@ -16,12 +16,12 @@ import numpy as np
 import tensorflow as tf
 
 from spinenet_tf.detection import anchors as anchors_lib
-from spinenet_tf.detection import roi_ops
-from spinenet_tf.detection.maskrcnn_heads import DetectionHead, MaskHead
+from spinenet_tf.detection.maskrcnn import roi_ops
+from spinenet_tf.detection.maskrcnn.heads import DetectionHead, MaskHead
 from spinenet_tf.detection.retinanet import FlattenLevels
-from spinenet_tf.detection.rpn_head import RPNHead
+from spinenet_tf.detection.maskrcnn.rpn_head import RPNHead
+from spinenet_tf.layers import keras_fit
 from spinenet_tf.layers.tracking import CheckpointCollections
-from spinenet_tf.training import optimizers
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
@@ -129,7 +129,7 @@ class MaskRCNN(CheckpointCollections, keras.Model):
 
     def l2_loss(self) -> tf.Tensor:
         """weight_decay / 2 * sum of squared conv and dense kernels (not biases, not batch norm)."""
-        return optimizers.l2_loss(self.trainable_weights, self.weight_decay)
+        return keras_fit.l2_loss(self.trainable_weights, self.weight_decay)
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)

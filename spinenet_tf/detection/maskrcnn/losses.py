@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
-from spinenet_tf.detection import box_coder, roi_ops
+from spinenet_tf.detection import box_coder
+from spinenet_tf.detection.maskrcnn import roi_ops
 
 
 def _huber(x: tf.Tensor, delta: float) -> tf.Tensor:

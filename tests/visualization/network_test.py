@@ -1,18 +1,11 @@
-"""Tests for spinenet_tf.visualization and the `python -m spinenet_tf.draw` CLI."""
-
-import os
-import pathlib
-import subprocess
-import sys
-import tempfile
+"""Tests of `spinenet_tf.visualization.network`: plans of named backbones, layout and the drawn picture."""
 
 from absl.testing import parameterized
 from PIL import Image
 
 import spinenet_tf
-from spinenet_tf import registry, visualization
+from spinenet_tf.visualization import network
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
 _SIZES = ((1600, 600), (1000, 420))
 
 
@@ -32,10 +25,10 @@ class PlanTest(parameterized.TestCase):
     def test_plan_matches_the_built_backbone(self, name):
         # One per family: the picture must show exactly what `build_backbone` wires (stem, widths, extras).
         built = spinenet_tf.build_backbone(name, input_shape=(128, 128, 3))
-        self.assertEqual(visualization.plan_for_model(name), built.plan)
+        self.assertEqual(network.plan_for_model(name), built.plan)
 
     def test_spinenet49_golden_wiring(self):
-        plan = visualization.plan_for_model("spinenet-49")
+        plan = network.plan_for_model("spinenet-49")
         self.assertLen(plan, 18)  # 2 stem + the 16 rows of SPINENET_BLOCK_SPECS
         # Block 17 (Model Garden's level-2 output) feeds no endpoint of P3-P7.
         self.assertEqual([node.index for node in plan if not node.used], [17])
@@ -47,15 +40,15 @@ class PlanTest(parameterized.TestCase):
 
     def test_unknown_model_lists_valid_names(self):
         with self.assertRaisesRegex(ValueError, "unknown backbone 'spinenet-50'.*spinenet-mobile-49xs"):
-            visualization.plan_for_model("spinenet-50")
+            network.plan_for_model("spinenet-50")
 
 
 class LayoutTest(parameterized.TestCase):
 
     @parameterized.product(name=["spinenet-49", "spinenet-mobile-49"], size=_SIZES)
     def test_blocks_left_to_right_and_by_level(self, name, size):
-        plan = visualization.plan_for_model(name)
-        boxes = visualization.layout(plan, *size)
+        plan = network.plan_for_model(name)
+        boxes = network.layout(plan, *size)
         xs = [boxes.centres[node.index][0] for node in plan]
         self.assertEqual(xs, sorted(xs))
         self.assertLen(set(xs), len(xs))  # one column per block, in table order
@@ -74,14 +67,14 @@ class LayoutTest(parameterized.TestCase):
             self.assertTrue(0 < x0 < x1 < size[0] and 0 < y0 < y1 < size[1], f"block {index} off the picture")
 
     def test_levels_span_the_plan(self):
-        self.assertEqual(sorted(visualization.layout(visualization.plan_for_model("spinenet-49")).level_y),
+        self.assertEqual(sorted(network.layout(network.plan_for_model("spinenet-49")).level_y),
                          [2, 3, 4, 5, 6, 7])
-        self.assertEqual(sorted(visualization.layout(visualization.plan_for_model("spinenet-mobile-49")).level_y),
+        self.assertEqual(sorted(network.layout(network.plan_for_model("spinenet-mobile-49")).level_y),
                          [1, 2, 3, 4, 5, 6, 7])
 
     def test_one_edge_per_connection(self):
-        plan = visualization.plan_for_model("spinenet-49")
-        edges = {(e.parent, e.child, e.kind) for e in visualization.layout(plan).edges}
+        plan = network.plan_for_model("spinenet-49")
+        edges = {(e.parent, e.child, e.kind) for e in network.layout(plan).edges}
         expected = {(0, 1, "stem")}
         for node in plan:
             expected |= {(p, node.index, "input") for p in node.inputs}
@@ -92,8 +85,8 @@ class LayoutTest(parameterized.TestCase):
 class DrawNetworkTest(parameterized.TestCase):
 
     def _draw(self, name, size):
-        plan = visualization.plan_for_model(name)
-        return plan, visualization.layout(plan, *size), visualization.draw_network(plan, name, *size)
+        plan = network.plan_for_model(name)
+        return plan, network.layout(plan, *size), network.draw_network(plan, name, *size)
 
     @parameterized.product(name=["spinenet-49", "spinenet-mobile-49xs"], size=_SIZES)
     def test_block_colours_and_output_markers(self, name, size):
@@ -101,7 +94,7 @@ class DrawNetworkTest(parameterized.TestCase):
         self.assertEqual(image.size, size)
         for node in plan:
             x, y = boxes.centres[node.index]
-            want = visualization.BLOCK_COLOURS[node.block_fn] if node.used else visualization.UNUSED_COLOUR
+            want = network.BLOCK_COLOURS[node.block_fn] if node.used else network.UNUSED_COLOUR
             self.assertTrue(_close(image.getpixel((round(x), round(y))), want),
                             f"block {node.index}: centre {image.getpixel((round(x), round(y)))}, want {want}")
             if not node.used:
@@ -111,9 +104,9 @@ class DrawNetworkTest(parameterized.TestCase):
             edge_pixel = image.getpixel((round(x), round(y0) + 2))
             # The P tag sits right above the box: count tag-coloured pixels in a row under its text.
             strip = [image.getpixel((round(x0) + dx, round(y0) - 5)) for dx in range(round(x1 - x0))]
-            tag_pixels = sum(_close(p, visualization.OUTPUT_COLOUR, 10) for p in strip)
+            tag_pixels = sum(_close(p, network.OUTPUT_COLOUR, 10) for p in strip)
             if node.is_output:
-                self.assertTrue(_close(edge_pixel, visualization.OUTPUT_COLOUR), f"block {node.index}: no outline")
+                self.assertTrue(_close(edge_pixel, network.OUTPUT_COLOUR), f"block {node.index}: no outline")
                 self.assertGreater(tag_pixels, len(strip) // 4, f"block {node.index}: no P tag")
             else:
                 self.assertTrue(_close(edge_pixel, want), f"block {node.index}: output outline on a plain block")
@@ -122,11 +115,11 @@ class DrawNetworkTest(parameterized.TestCase):
     def test_unused_block_is_grey_with_grey_inputs(self):
         plan, boxes, image = self._draw("spinenet-49", (1600, 600))
         x, y = boxes.centres[17]
-        self.assertTrue(_close(image.getpixel((round(x), round(y))), visualization.UNUSED_COLOUR))
+        self.assertTrue(_close(image.getpixel((round(x), round(y))), network.UNUSED_COLOUR))
         into_17 = [edge for edge in boxes.edges if edge.child == 17]
         self.assertLen(into_17, 2)
         for edge in into_17:
-            self.assertTrue(_near(image, *edge.points[len(edge.points) // 2], visualization.UNUSED_EDGE_COLOUR),
+            self.assertTrue(_near(image, *edge.points[len(edge.points) // 2], network.UNUSED_EDGE_COLOUR),
                             f"edge {edge.parent}->17 is not grey")
 
     def test_edges_are_drawn(self):
@@ -137,67 +130,9 @@ class DrawNetworkTest(parameterized.TestCase):
                 continue
             free = [(x, y) for x, y in edge.points[2:-2]
                     if not any(x0 - 4 <= x <= x1 + 4 and y0 - 30 <= y <= y1 + 4 for x0, y0, x1, y1 in rects)]
-            self.assertTrue(any(_near(image, x, y, visualization.EDGE_COLOUR) for x, y in free),
+            self.assertTrue(any(_near(image, x, y, network.EDGE_COLOUR) for x, y in free),
                             f"edge {edge.parent}->{edge.child} not drawn")
 
     def test_too_small_is_refused(self):
         with self.assertRaisesRegex(ValueError, "at least 800x300"):
-            visualization.draw_network(visualization.plan_for_model("spinenet-49"), "x", 400, 200)
-
-
-class RunTest(parameterized.TestCase):
-
-    def test_writes_a_png_of_the_asked_size(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = pathlib.Path(tmp, "new", "folder", "spinenet49.png")
-            path = visualization.run(visualization.DrawConfig("spinenet-49", str(out), 1200, 450))
-            self.assertEqual(path, out)
-            with Image.open(out) as image:
-                self.assertEqual(image.format, "PNG")
-                self.assertEqual(image.size, (1200, 450))
-                image.load()
-
-    @parameterized.named_parameters(
-        ("unknown_model", dict(model="spinenet-50", out="a.png"), "--model=spinenet-50: unknown backbone; valid "
-         "names: " + ", ".join(registry.BACKBONES) + "$"),
-        ("not_png", dict(model="spinenet-49", out="a.jpg"), "--out=a.jpg: must be a path ending in .png"),
-        ("too_small", dict(model="spinenet-49", out="a.png", width=300), "--width=300 --height=600: must be at least"),
-    )
-    def test_config_errors_name_the_flag(self, kwargs, message):
-        with self.assertRaisesRegex(ValueError, message):
-            visualization.DrawConfig(**kwargs)
-
-
-class CliTest(parameterized.TestCase):
-    """Runs `python -m spinenet_tf.draw` as a user would (in-process, its flags could clash with other CLIs')."""
-
-    def _run(self, *args):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        return subprocess.run([sys.executable, "-m", "spinenet_tf.draw", *args], cwd=_REPO, env=env,
-                              capture_output=True, text=True, timeout=300)
-
-    def test_writes_the_file(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = pathlib.Path(tmp, "mobile49xs.png")
-            result = self._run("--model=spinenet-mobile-49xs", f"--out={out}", "--width=1000", "--height=420")
-            self.assertEqual(result.returncode, 0, result.stderr)
-            with Image.open(out) as image:
-                self.assertEqual(image.size, (1000, 420))
-
-    def test_bad_model_name(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = pathlib.Path(tmp, "x.png")
-            result = self._run("--model=spinenet-50", f"--out={out}")
-            self.assertNotEqual(result.returncode, 0)
-            self.assertFalse(out.exists())
-        line = "--model=spinenet-50: unknown backbone; valid names: " + ", ".join(registry.BACKBONES)
-        self.assertIn(line, result.stderr.splitlines())
-
-    def test_unwritable_out(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            blocker = pathlib.Path(tmp, "file")
-            blocker.write_text("")
-            out = blocker / "x.png"  # a path under a regular file
-            result = self._run("--model=spinenet-mobile-49xs", f"--out={out}")
-        self.assertNotEqual(result.returncode, 0)
-        self.assertIn(f"--out={out}: cannot write {out}: Not a directory", result.stderr.splitlines())
+            network.draw_network(network.plan_for_model("spinenet-49"), "x", 400, 200)

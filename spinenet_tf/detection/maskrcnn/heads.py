@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from spinenet_tf.layers.normalization import activation_layer, batch_norm, check_activation
+from spinenet_tf.layers.normalization import NormActivationMixin, check_activation
 from spinenet_tf.layers.tracking import CheckpointCollections
 
 
@@ -30,7 +30,7 @@ def _conv(filters: int, kernel_size: int, separable: bool, name: str) -> keras.l
     return keras.layers.Conv2D(filters, kernel_size, padding="same", kernel_initializer=_he_fan_out(), name=name)
 
 
-class _RoIHead(CheckpointCollections, keras.layers.Layer):
+class _RoIHead(CheckpointCollections, NormActivationMixin, keras.layers.Layer):
     """The conv tower both heads share: `[B, K, S, S, C]` RoI features -> `[B * K, S, S, num_filters]`."""
 
     def __init__(self, num_classes: int, num_convs: int, num_filters: int, use_separable_conv: bool, activation: str,
@@ -47,12 +47,8 @@ class _RoIHead(CheckpointCollections, keras.layers.Layer):
         self.norm_epsilon = norm_epsilon
         self.use_sync_bn = use_sync_bn
         self.convs = [_conv(num_filters, 3, use_separable_conv, f"{prefix}_conv{i}") for i in range(num_convs)]
-        self.conv_norms = [self._norm(f"{prefix}_conv_bn{i}") for i in range(num_convs)]
-        self.act = activation_layer(self.activation, layer_name="act")
-
-    def _norm(self, name: str) -> keras.layers.BatchNormalization:
-        return batch_norm(momentum=self.norm_momentum, epsilon=self.norm_epsilon, synchronized=self.use_sync_bn,
-                          name=name)
+        self.conv_norms = [self._bn(f"{prefix}_conv_bn{i}") for i in range(num_convs)]
+        self.act = self._act("act")
 
     def _build_tower(self, roi_shape) -> int:
         width = roi_shape[-1]
@@ -102,7 +98,7 @@ class DetectionHead(_RoIHead):
         fc_init = keras.initializers.VarianceScaling(scale=1 / 3.0, mode="fan_out", distribution="uniform")
         self.fcs = [keras.layers.Dense(fc_dims, kernel_initializer=fc_init, name=f"detection_fc{i}")
                     for i in range(num_fcs)]
-        self.fc_norms = [self._norm(f"detection_fc_bn{i}") for i in range(num_fcs)]
+        self.fc_norms = [self._bn(f"detection_fc_bn{i}") for i in range(num_fcs)]
         self.class_predictor = keras.layers.Dense(num_classes, name="detection_scores",
                                                   kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))
         self.box_predictor = keras.layers.Dense(num_classes * 4, name="detection_boxes",
@@ -159,7 +155,7 @@ class MaskHead(_RoIHead):
         self.deconv = keras.layers.Conv2DTranspose(num_filters, upsample_factor, strides=upsample_factor,
                                                    padding="valid", kernel_initializer=_he_fan_out(),
                                                    name="mask_upsampling")
-        self.deconv_norm = self._norm("mask_deconv_bn")
+        self.deconv_norm = self._bn("mask_deconv_bn")
         self.mask_predictor = _conv(num_classes, 1, use_separable_conv, "mask_logits")
 
     def build(self, input_shape):

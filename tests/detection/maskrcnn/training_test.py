@@ -1,4 +1,4 @@
-"""Tests of `spinenet_tf.detection.maskrcnn_training`: the training forward pass and total loss of Mask R-CNN."""
+"""Tests of `spinenet_tf.detection.maskrcnn.training`: the training forward pass and total loss of Mask R-CNN."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 import spinenet_tf
-from spinenet_tf.detection import maskrcnn_training
+from spinenet_tf.detection.maskrcnn import training as maskrcnn_training
 
-# SpineNet-49S shrunk, narrow heads, 64 proposals (as the inference tests' TINY in maskrcnn_test.py).
+# SpineNet-49S shrunk, narrow heads, 64 proposals (as the inference tests' TINY in model_test.py).
 TINY = dict(filter_size_scale=0.25, endpoints_num_filters=16, rpn_num_filters=16, box_num_convs=1,
             box_num_filters=8, box_fc_dims=32, mask_num_convs=1, mask_num_filters=8, rpn_num_proposals=64,
             max_detections=8)

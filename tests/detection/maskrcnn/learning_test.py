@@ -2,7 +2,7 @@
 
 The built-in shapes generator gives exact instance masks, so the golden values are the generator's own boxes,
 classes and full-image masks, not the model's output. Every ground-truth instance must be matched by a detection of
-its class with box IoU >= 0.7 and score >= 0.5, whose mask, pasted into the image (`detection_input.paste_masks`,
+its class with box IoU >= 0.7 and score >= 0.5, whose mask, pasted into the image (`mask_ops.paste_masks`,
 as the COCO evaluation does), has IoU >= 0.7 with the generator's mask.
 
 Why the recipe looks the way it does (an earlier 400-step Adam run on two images left a shape below score 0.5):
@@ -28,9 +28,10 @@ import pytest
 import tensorflow as tf
 
 import spinenet_tf
-import testing
 from spinenet_tf.data import builtin_shapes, detection_input
-from spinenet_tf.detection import maskrcnn_training
+from spinenet_tf.detection import mask_ops
+from spinenet_tf.detection.maskrcnn import training as maskrcnn_training
+from spinenet_tf.layers import precise_bn
 
 SIZE = 128
 NUM_IMAGES = 3
@@ -58,7 +59,7 @@ def _scenes():
         count = len(example["classes"])
         boxes[i, :count] = example["boxes"]
         classes[i, :count] = example["classes"] + 1
-        masks[i, :count] = detection_input.crop_masks(example["masks"], example["boxes"], MASK_CROP).numpy()
+        masks[i, :count] = mask_ops.crop_masks(example["masks"], example["boxes"], MASK_CROP).numpy()
     images = detection_input.normalize_image(tf.constant(np.stack([e["image"] for e in examples]), tf.float32))
     labels = {"gt_boxes": tf.constant(boxes), "gt_classes": tf.constant(classes), "gt_masks": tf.constant(masks)}
     return images, labels, examples
@@ -100,14 +101,10 @@ def _train(model, images, labels, steps: int) -> list[dict[str, float]]:
         if step % 25 == 0 or step == steps - 1:
             print(f"step {step} {time.time() - start:.0f} s", {k: round(v, 3) for k, v in history[-1].items()},
                   flush=True)
-    # Re-estimate the moving statistics for the final weights, on the RoIs the heads were trained on.
-    for layer in testing.walk_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.5
-    forward = tf.function(lambda step: maskrcnn_training.compute_losses(
+    # Re-estimate the moving statistics for the final weights, on the RoIs the heads were trained on (the training
+    # path with labels, a new RoI sample per pass).
+    precise_bn.reestimate(model, range(10), num_batches=10, forward=lambda step: maskrcnn_training.compute_losses(
         model, images, labels, seed=tf.stack([step, 11]), **SAMPLES))
-    for step in range(10):
-        forward(tf.constant(step))
     return history
 
 
@@ -120,7 +117,7 @@ def _recovered(outputs: dict[str, np.ndarray], examples: list[dict]) -> list[tup
         count = outputs["num_detections"][i]
         found, found_classes = outputs["boxes"][i, :count], outputs["classes"][i, :count]
         scores = outputs["scores"][i, :count]
-        pasted = detection_input.paste_masks(outputs["masks"][i, :count], found, SIZE, SIZE)
+        pasted = mask_ops.paste_masks(outputs["masks"][i, :count], found, SIZE, SIZE)
         for box, cls, mask in zip(example["boxes"], example["classes"] + 1, example["masks"]):
             box_ious = _iou(box, found)
             candidates = np.flatnonzero((found_classes == cls) & (scores >= MIN_SCORE))

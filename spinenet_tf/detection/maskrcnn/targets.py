@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from spinenet_tf.detection import matcher, roi_ops
+from spinenet_tf.detection import mask_ops, matcher
 from spinenet_tf.detection import targets as targets_lib
 
 _EPSILON = 1e-8
@@ -25,6 +25,10 @@ _PAD = 2  # zeros around each mask, so samples just outside the box read 0 (MG p
 def crop_masks_in_boxes(masks: tf.Tensor, mask_boxes: tf.Tensor, target_boxes: tf.Tensor, output_size: int,
                         sample_offset: float = 0.5) -> tf.Tensor:
     """Resamples box-aligned masks inside target boxes (MG's `crop_mask_in_target_box`).
+
+    MG samples the zero-padded masks with unclamped bilinear weights (as `roi_ops.bilinear_grid`); on
+    two pixels of zero padding those samples are `mask_ops.bilinear_sample`'s clamped ones (both read zeros
+    there), so this samples the padded masks with it.
 
     Args:
         masks: `[B, K, M, M]` masks, each covering its `mask_boxes` row exactly.
@@ -43,23 +47,20 @@ def crop_masks_in_boxes(masks: tf.Tensor, mask_boxes: tf.Tensor, target_boxes: t
         # MG scales y and x by each other's size (its x transform uses the height); the two agree only for squares.
         raise ValueError(f"masks must be square (the parser's M x M crops), got {height}x{width}")
     batch, num_masks = tf.shape(masks)[0], tf.shape(masks)[1]
-    padded = tf.pad(masks, [[0, 0], [0, 0], [_PAD, _PAD], [_PAD, _PAD]])
     side = height + 2 * _PAD
+    padded = tf.reshape(tf.pad(masks, [[0, 0], [0, 0], [_PAD, _PAD], [_PAD, _PAD]]), [-1, side, side])
     gt_ymin, gt_xmin, gt_ymax, gt_xmax = tf.unstack(mask_boxes, axis=-1)
     ymin, xmin, ymax, xmax = tf.unstack(target_boxes, axis=-1)
-    # The target box in the padded mask's pixels.
+    # The target box in the padded mask's pixels (MG's convention: mask pixel k at coordinate k).
     scale_y = height / (gt_ymax - gt_ymin + _EPSILON)
     scale_x = width / (gt_xmax - gt_xmin + _EPSILON)
-    bound = tf.fill(tf.shape(ymin), float(side - 1))
-    y, y_weights = roi_ops.bilinear_grid((ymin - gt_ymin) * scale_y + _PAD, (ymax - ymin) * scale_y, bound,
-                                         output_size, sample_offset)
-    x, x_weights = roi_ops.bilinear_grid((xmin - gt_xmin) * scale_x + _PAD, (xmax - xmin) * scale_x, bound,
-                                         output_size, sample_offset)
-    index = y[..., :, None] * side + x[..., None, :]  # [B, K, 2S, 2S] into each mask's flat pixels
-    flat = tf.reshape(padded, [batch, num_masks, side * side])
-    neighbours = tf.gather(flat, tf.reshape(index, [batch, num_masks, -1]), batch_dims=2)
-    neighbours = tf.reshape(neighbours, [batch, num_masks, 2 * output_size, 2 * output_size, 1])
-    return roi_ops.bilinear_combine(neighbours, y_weights, x_weights)[..., 0]
+    rows = mask_ops.cell_centres((ymin - gt_ymin) * scale_y + _PAD, (ymax - ymin) * scale_y, output_size,
+                                 sample_offset)
+    cols = mask_ops.cell_centres((xmin - gt_xmin) * scale_x + _PAD, (xmax - xmin) * scale_x, output_size,
+                                 sample_offset)
+    sampled = mask_ops.bilinear_sample(padded, tf.reshape(rows, [-1, output_size]),
+                                       tf.reshape(cols, [-1, output_size]))
+    return tf.reshape(sampled, [batch, num_masks, output_size, output_size])
 
 
 def sample_mask_targets(rois: tf.Tensor, matched_gt_boxes: tf.Tensor, matched_gt_classes: tf.Tensor,

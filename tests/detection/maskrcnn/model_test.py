@@ -1,4 +1,4 @@
-"""Tests of `spinenet_tf.detection.maskrcnn.MaskRCNN` and `build_detector("maskrcnn-...")`.
+"""Tests of `spinenet_tf.detection.maskrcnn.model.MaskRCNN` and `build_detector("maskrcnn-...")`.
 
 - Parameters: equal to Model Garden's `MaskRCNNModel` (SpineNet backbone, identity decoder, RPN / detection / mask
   heads with the registry row's settings, built by `official.vision.modeling.factory.build_maskrcnn`) for every row
@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import oracle
 import spinenet_tf
 import testing
 from spinenet_tf import registry
-from spinenet_tf.detection.maskrcnn import MaskRCNN
+from spinenet_tf.detection.maskrcnn.model import MaskRCNN
 from spinenet_tf.model_stats import count_params
 
 PARAMS_SIZE = 128  # parameter counts do not depend on the input size; 128 = 2**max_level is the smallest legal one
@@ -53,47 +54,22 @@ def our_params(name: str) -> int:
 
 
 def _model_garden_params(name: str) -> int:
-    """Trainable parameters of Model Garden's MaskRCNNModel for a registry row (91 classes, 3 x 3 anchors)."""
-    tf_keras = pytest.importorskip("tf_keras")
-    factory = pytest.importorskip("official.vision.modeling.factory")
-    from official.vision.configs import backbones, common, decoders
-    from official.vision.configs import maskrcnn as maskrcnn_config
-
-    spec = registry.MASKRCNN_DETECTORS[name]
-    model_config = maskrcnn_config.MaskRCNN(
-        num_classes=91, input_size=[PARAMS_SIZE, PARAMS_SIZE, 3], min_level=3, max_level=7,
-        anchor=maskrcnn_config.Anchor(num_scales=3, anchor_size=spec.anchor_size),
-        backbone=backbones.Backbone(type="spinenet", spinenet=backbones.SpineNet(
-            model_id=spec.backbone.removeprefix("spinenet-").upper(), min_level=3, max_level=7)),
-        decoder=decoders.Decoder(type="identity", identity=decoders.Identity()),
-        rpn_head=maskrcnn_config.RPNHead(num_convs=1, num_filters=spec.rpn_num_filters),
-        detection_head=maskrcnn_config.DetectionHead(num_convs=spec.box_num_convs, num_filters=spec.box_num_filters,
-                                                     num_fcs=1, fc_dims=spec.box_fc_dims),
-        mask_head=maskrcnn_config.MaskHead(num_convs=spec.mask_num_convs, num_filters=spec.mask_num_filters),
-        norm_activation=common.NormActivation(activation="swish", use_sync_bn=False))
-    model = factory.build_maskrcnn(tf_keras.layers.InputSpec(shape=[None, PARAMS_SIZE, PARAMS_SIZE, 3]),
-                                   model_config)
-    # The factory builds the backbone only (with an identity decoder it skips the RPN too); the heads build on their
-    # first inputs.
-    channels = registry.BACKBONES[spec.backbone].endpoints_num_filters
-    model.rpn_head({str(level): tf.zeros([1, PARAMS_SIZE // 2**level, PARAMS_SIZE // 2**level, channels])
-                    for level in range(3, 8)})
-    model.detection_head[0](tf.zeros([1, 1, 7, 7, channels]))
-    model.mask_head([tf.zeros([1, 1, 14, 14, channels]), tf.zeros([1, 1], tf.int32)])
+    """Trainable parameters of Model Garden's MaskRCNNModel for a registry row (tests/oracle.py; 91 classes,
+    3 x 3 anchors)."""
+    model = oracle.maskrcnn(name, num_classes=91, height=PARAMS_SIZE)
     params = count_params(model)
     del model
-    tf_keras.backend.clear_session()
-    gc.collect()
+    oracle.clear_session()
     return params
 
 
 def _head_params(name: str) -> tuple[int, int]:
     """(ours, Model Garden's) trainable parameters of the RPN, detection and mask heads of a row, built alone on
     91 classes and the backbone's endpoint width."""
-    instance_heads = pytest.importorskip("official.vision.modeling.heads.instance_heads")
-    dense_prediction_heads = pytest.importorskip("official.vision.modeling.heads.dense_prediction_heads")
-    from spinenet_tf.detection.maskrcnn_heads import DetectionHead, MaskHead
-    from spinenet_tf.detection.rpn_head import RPNHead
+    from official.vision.modeling.heads import dense_prediction_heads, instance_heads
+
+    from spinenet_tf.detection.maskrcnn.heads import DetectionHead, MaskHead
+    from spinenet_tf.detection.maskrcnn.rpn_head import RPNHead
 
     spec = registry.MASKRCNN_DETECTORS[name]
     channels = registry.BACKBONES[spec.backbone].endpoints_num_filters
@@ -247,32 +223,9 @@ def test_input_size_not_divisible_by_128():
 
 # --- parity with Model Garden after conversion ------------------------------------------------------------------
 
-def _model_garden_tiny(height: int, width: int, **head_settings):
+def _model_garden_tiny(height: int, width: int):
     """Model Garden's MaskRCNNModel with the TINY settings (random weights and batch-norm statistics), built."""
-    tf_keras = pytest.importorskip("tf_keras")
-    factory = pytest.importorskip("official.vision.modeling.factory")
-    mg_spinenet = pytest.importorskip("official.vision.modeling.backbones.spinenet")
-    from official.vision.configs import backbones, common, decoders
-    from official.vision.configs import maskrcnn as maskrcnn_config
-
-    input_specs = tf_keras.layers.InputSpec(shape=[None, height, width, 3])
-    backbone = mg_spinenet.SpineNet(input_specs=input_specs, filter_size_scale=TINY["filter_size_scale"],
-                                    endpoints_num_filters=TINY["endpoints_num_filters"], resample_alpha=0.5,
-                                    block_repeats=1, activation="swish")
-    model_config = maskrcnn_config.MaskRCNN(
-        num_classes=5, input_size=[height, width, 3], min_level=3, max_level=7,
-        anchor=maskrcnn_config.Anchor(num_scales=3, anchor_size=3.0),
-        backbone=backbones.Backbone(type="spinenet", spinenet=backbones.SpineNet(model_id="49S")),
-        decoder=decoders.Decoder(type="identity", identity=decoders.Identity()),
-        rpn_head=maskrcnn_config.RPNHead(num_filters=TINY["rpn_num_filters"]),
-        detection_head=maskrcnn_config.DetectionHead(num_convs=TINY["box_num_convs"],
-                                                     num_filters=TINY["box_num_filters"], fc_dims=TINY["box_fc_dims"]),
-        mask_head=maskrcnn_config.MaskHead(num_convs=TINY["mask_num_convs"], num_filters=TINY["mask_num_filters"]),
-        roi_generator=maskrcnn_config.ROIGenerator(test_num_proposals=TINY["rpn_num_proposals"]),
-        detection_generator=maskrcnn_config.DetectionGenerator(max_num_detections=TINY["max_detections"]),
-        norm_activation=common.NormActivation(activation="swish", use_sync_bn=False))
-    model = factory.build_maskrcnn(input_specs, model_config, backbone=backbone)
-    model(tf.zeros([1, height, width, 3]), tf.constant([[height, width]], tf.float32), training=False)
+    model = oracle.maskrcnn("maskrcnn-spinenet-49s", num_classes=5, height=height, width=width, **TINY)
     rng = np.random.default_rng(5)
     for variable in model.weights:
         name, shape = variable.name.split("/")[-1].split(":")[0], tuple(variable.shape)
