@@ -9,11 +9,9 @@ Instance masks (task "instance_segmentation") have their own kinds, repaired or 
 
 Why PIL and not `tf.io.decode_image` plus `Dataset.ignore_errors`: a TF decode error cannot be caught inside the
 graph, and `ignore_errors` drops the element without saying which file it was or counting it; PIL also says which
-colour mode it converted, where `decode_image(channels=3)` converts silently. The price is CPU time: reading 640 x
-480 COCO-like JPEGs (86 KB) through the `coco:` source took 5.1-5.4 CPU ms per image against 2.3-2.7 ms for
-`tf.io.read_file` + `decode_jpeg` in the same parallel map (this project's 2-core machine, shared, load average
-4-6). PIL itself decodes as fast as TF (3.1 vs 2.9 CPU ms alone) and releases the GIL while it does; the rest is the
-Python step around it. At 5 ms per image one core feeds ~200 images/s, far more than a CPU training step consumes.
+colour mode it converted, where `decode_image(channels=3)` converts silently. The price is CPU time: PIL decodes
+about as fast as TF and releases the GIL while it does, but the Python step around it about doubles the cost per
+image; one core still feeds far more images per second than a CPU training step consumes.
 """
 
 from __future__ import annotations

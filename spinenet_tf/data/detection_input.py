@@ -12,8 +12,9 @@ Instance masks (`include_masks`, for Mask R-CNN; `objects/segmentation` uint8 [G
 `sources.load(..., "instance_segmentation")`) follow Model Garden's `maskrcnn_input.py`: each mask is cropped to
 its (augmented) box and resized to `mask_crop_size` squared, sampling the original mask, so no full-size mask is
 ever flipped or resized. Unlike MG's `tf.image.crop_and_resize` (samples on the box corners), the samples are the
-centres of the M x M cells that tile the box, the convention of `maskrcnn_targets.crop_masks_in_boxes`, which
-resamples these crops inside the RoIs; `paste_masks` is the inverse.
+centres of the M x M cells that tile the box (`mask_ops.crop_masks`), the convention of
+`maskrcnn_targets.crop_masks_in_boxes`, which resamples these crops inside the RoIs; `mask_ops.paste_masks` is the
+inverse.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from spinenet_tf.detection import maskrcnn_targets
+from spinenet_tf.detection import box_ops, mask_ops
 from spinenet_tf.detection import targets as targets_lib
+from spinenet_tf.detection.maskrcnn import targets as maskrcnn_targets
 
 # ImageNet statistics on [0, 255] images (Model Garden `preprocess_ops.MEAN_RGB`, `STDDEV_RGB`).
 MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -76,7 +78,7 @@ def resize_and_pad(image: tf.Tensor, output_size: Sequence[int], scale_min: floa
 
     Returns:
         The [H_out, W_out, C] image and `image_info` float32 [4, 2]: original (h, w), scaled (h, w), (y, x) scale,
-        (y, x) crop offset — Model Garden's layout, used to map boxes back to the original image.
+        (y, x) crop offset — Model Garden's layout, with which `box_ops` maps boxes to and from the original image.
     """
     output_size = tf.constant(output_size, tf.float32)
     original = tf.cast(tf.shape(image)[:2], tf.float32)
@@ -94,101 +96,6 @@ def resize_and_pad(image: tf.Tensor, output_size: Sequence[int], scale_min: floa
     padded = tf.image.pad_to_bounding_box(cropped, 0, 0, out_int[0], out_int[1])
     info = tf.stack([original, scaled, image_scale, offset])
     return padded, info
-
-
-def transform_boxes(boxes: tf.Tensor, image_info: tf.Tensor, output_size: Sequence[int]) -> tf.Tensor:
-    """Pixel boxes of the original image -> boxes in the resized, cropped model input, clipped to the image part."""
-    scaled = boxes * tf.tile(image_info[2], [2]) - tf.tile(image_info[3], [2])
-    limit = tf.minimum(image_info[1] - image_info[3], tf.constant(output_size, tf.float32))
-    return tf.clip_by_value(scaled, 0.0, tf.tile(limit, [2]))
-
-
-def to_original_pixels(boxes, image_info) -> np.ndarray:
-    """Inverse of `transform_boxes` (without its clip): model-input boxes [..., 4] -> original-image pixels."""
-    image_info = np.asarray(image_info)
-    return (np.asarray(boxes) + np.tile(image_info[3], 2)) / np.tile(image_info[2], 2)
-
-
-def crop_masks(masks: tf.Tensor, boxes: tf.Tensor, size: int) -> tf.Tensor:
-    """Instance masks cropped to their boxes and resized: bilinear samples at the centres of the `size x size` cells
-    that tile each box, coordinates clamped to the mask (its edge pixels extend outwards).
-
-    Args:
-        masks: `[G, H, W, 1]` (or `[G, H, W]`) masks, nonzero inside the instance (0/255 or 0/1).
-        boxes: `[G, 4]` `[ymin, xmin, ymax, xmax]` in the masks' pixels, pixel-edge coordinates (pixel (r, c)
-            covers [r, r + 1) x [c, c + 1)).
-        size: M.
-
-    Returns:
-        float32 `[G, M, M]` in [0, 1].
-    """
-    shape = tf.shape(masks)
-    count, height, width = shape[0], shape[1], shape[2]
-    boxes = tf.cast(boxes, tf.float32)
-    steps = (tf.range(size, dtype=tf.float32) + 0.5) / size
-
-    def grid(start, stop, limit):
-        # Pixel-edge coordinate of each cell centre -> pixel index coordinate (centre of pixel i is i + 0.5).
-        position = start[:, None] + steps[None] * (stop - start)[:, None] - 0.5
-        position = tf.clip_by_value(position, 0.0, tf.cast(limit - 1, tf.float32))
-        low = tf.floor(position)
-        high = tf.minimum(low + 1.0, tf.cast(limit - 1, tf.float32))
-        return tf.cast(low, tf.int32), tf.cast(high, tf.int32), position - low
-
-    y0, y1, wy = grid(boxes[:, 0], boxes[:, 2], height)
-    x0, x1, wx = grid(boxes[:, 1], boxes[:, 3], width)
-    flat = tf.reshape(masks, [count, -1])
-
-    def sample(rows, cols):   # [G, M, M] mask values at rows x cols, 1 inside the instance
-        index = rows[:, :, None] * width + cols[:, None, :]
-        values = tf.gather(flat, tf.reshape(index, [count, -1]), batch_dims=1)
-        return tf.reshape(tf.cast(values > 0, tf.float32), [count, size, size])
-
-    wy, wx = wy[:, :, None], wx[:, None, :]
-    top = sample(y0, x0) * (1.0 - wx) + sample(y0, x1) * wx
-    bottom = sample(y1, x0) * (1.0 - wx) + sample(y1, x1) * wx
-    return top * (1.0 - wy) + bottom * wy
-
-
-def paste_masks(masks, boxes, height: int, width: int, threshold: float = 0.5) -> np.ndarray:
-    """Inverse of `crop_masks` (numpy, for evaluation): box-frame masks -> binary masks of a `height x width` image.
-
-    Args:
-        masks: `[G, M, M]` values in [0, 1] (cropped ground truth, or the mask head's probabilities).
-        boxes: `[G, 4]` the boxes they fill, in the target image's pixels (pixel-edge coordinates).
-        height, width: The target image's size.
-        threshold: A pixel is in the mask when the bilinear sample at its centre is at least this.
-
-    Returns:
-        uint8 `[G, height, width]`, 1 inside; zero outside each box.
-    """
-    masks, boxes = np.asarray(masks, np.float32), np.asarray(boxes, np.float64).reshape(-1, 4)
-    size = masks.shape[-1]
-    pasted = np.zeros((len(boxes), height, width), np.uint8)
-    for k, (ymin, xmin, ymax, xmax) in enumerate(boxes):
-        if ymax <= ymin or xmax <= xmin:
-            continue
-        rows = np.arange(max(int(np.floor(ymin)), 0), min(int(np.ceil(ymax)), height))
-        cols = np.arange(max(int(np.floor(xmin)), 0), min(int(np.ceil(xmax)), width))
-        if not len(rows) or not len(cols):
-            continue
-
-        def cells(pixels, start, stop):   # pixel centres -> cell coordinates, as `crop_masks` places its samples
-            position = np.clip((pixels + 0.5 - start) / (stop - start) * size - 0.5, 0.0, size - 1.0)
-            low = np.floor(position).astype(int)
-            return low, np.minimum(low + 1, size - 1), position - low
-
-        y0, y1, wy = cells(rows, ymin, ymax)
-        x0, x1, wx = cells(cols, xmin, xmax)
-        mask = masks[k]
-        wy, wx = wy[:, None], wx[None, :]
-        value = ((mask[y0][:, x0] * (1 - wx) + mask[y0][:, x1] * wx) * (1 - wy)
-                 + (mask[y1][:, x0] * (1 - wx) + mask[y1][:, x1] * wx) * wy)
-        # Pixels whose centre is outside the box stay empty.
-        inside = (((rows + 0.5 >= ymin) & (rows + 0.5 < ymax))[:, None]
-                  & ((cols + 0.5 >= xmin) & (cols + 0.5 < xmax))[None, :])
-        pasted[k, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = (value >= threshold) & inside
-    return pasted
 
 
 def _pad(tensor: tf.Tensor, size: int, value) -> tf.Tensor:
@@ -247,7 +154,7 @@ class DetectionInput:
             boxes = tf.cond(flip, lambda: tf.stack([boxes[:, 0], width - boxes[:, 3], boxes[:, 2],
                                                     width - boxes[:, 1]], axis=1), lambda: boxes)
         image, info = resize_and_pad(image, config.image_size, config.aug_scale_min, config.aug_scale_max)
-        boxes = transform_boxes(boxes, info, config.image_size)
+        boxes = box_ops.transform_boxes(boxes, info, config.image_size)
         # Boxes cropped away (or degenerate after clipping) are dropped, as Model Garden's parser does.
         keep = tf.logical_and(boxes[:, 2] > boxes[:, 0], boxes[:, 3] > boxes[:, 1])
         boxes, classes = tf.boolean_mask(boxes, keep), tf.boolean_mask(classes, keep)
@@ -259,7 +166,7 @@ class DetectionInput:
                 width = tf.cast(tf.shape(example["image"])[1], tf.float32)
                 mirrored = tf.stack([source[:, 0], width - source[:, 3], source[:, 2], width - source[:, 1]], axis=1)
                 source = tf.where(flip, mirrored, source)
-            masks = crop_masks(tf.boolean_mask(masks, keep), source, config.mask_crop_size)
+            masks = mask_ops.crop_masks(tf.boolean_mask(masks, keep), source, config.mask_crop_size)
             if flip is not None:
                 masks = tf.cond(flip, lambda: tf.reverse(masks, axis=[2]), lambda: masks)
         return image, info, boxes, classes, masks
@@ -267,7 +174,7 @@ class DetectionInput:
     def augment(self, example):
         """Flip, scale-jitter, crop and pad one example: (image [H, W, 3] float 0-255, boxes [M, 4] in model-input
         pixels, classes [M]), padded to `max_instances` with zero boxes and class -1; with `include_masks`, also
-        masks float32 [M, S, S] in [0, 1] (`crop_masks` of each augmented box, zeros for padding)."""
+        masks float32 [M, S, S] in [0, 1] (`mask_ops.crop_masks` of each augmented box, zeros for padding)."""
         config = self.config
         image, _, boxes, classes, masks = self._augment(example)
         padded = image, _pad(boxes, config.max_instances, 0.0), _pad(classes, config.max_instances, -1)
@@ -284,8 +191,7 @@ class DetectionInput:
         `label_offset=1`.
 
         The RPN targets are built here, per example against its real boxes only, as MG's parser does: inside the
-        train step they matched 76,725 anchors against all N padded boxes (84 ms of a 6 s Mask R-CNN-49 batch-2
-        step at N = 100, 17 ms with the 8 real ones)."""
+        train step every anchor would be matched against all N padded boxes, several times the work."""
         config = self.config
         if not config.include_masks:
             raise ValueError("instance_train_fn needs DetectionInputConfig(include_masks=True)")
@@ -308,8 +214,8 @@ class DetectionInput:
     def eval_fn(self, example):
         """One evaluation example -> (normalised image, labels) with the image id, `image_info` and padded
         ground truth in original-image pixels (for COCO evaluation), crowd instances included (`gt_is_crowd`);
-        with `include_masks`, `gt_masks` float32 [N, S, S] cropped to the original-pixel boxes (`paste_masks`
-        puts them back)."""
+        with `include_masks`, `gt_masks` float32 [N, S, S] cropped to the original-pixel boxes
+        (`mask_ops.paste_masks` puts them back)."""
         config = self.config
         image, info = resize_and_pad(example["image"], config.image_size)
         boxes, classes, masks = self._ground_truth(example, training=False)
@@ -319,5 +225,6 @@ class DetectionInput:
         if "is_crowd" in example["objects"]:
             labels["gt_is_crowd"] = _pad(tf.cast(example["objects"]["is_crowd"], tf.int32), config.max_instances, 0)
         if masks is not None:
-            labels["gt_masks"] = _pad(crop_masks(masks, boxes, config.mask_crop_size), config.max_instances, 0.0)
+            crops = mask_ops.crop_masks(masks, boxes, config.mask_crop_size)
+            labels["gt_masks"] = _pad(crops, config.max_instances, 0.0)
         return normalize_image(image), labels

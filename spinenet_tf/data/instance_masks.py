@@ -31,6 +31,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from spinenet_tf.data import image_codec
+
 _SELF_INTERSECTION_CHUNK = 256  # edges per block of the pairwise test, to bound its memory on long polygons
 
 
@@ -248,6 +250,4 @@ def encode_png_mask(mask: np.ndarray) -> bytes:
     """A `[H, W]` (or `[H, W, 1]`) mask -> PNG bytes of 0/1 values, as Model Garden's `encode_mask_as_png`."""
     mask = np.asarray(mask)
     mask = mask[..., 0] if mask.ndim == 3 else mask
-    buffer = io.BytesIO()
-    Image.fromarray((mask > 0).astype(np.uint8)).save(buffer, format="png", compress_level=1)
-    return buffer.getvalue()
+    return image_codec.encode_image((mask > 0).astype(np.uint8), "png")

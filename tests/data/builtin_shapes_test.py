@@ -1,16 +1,9 @@
-"""The built-in shapes dataset: determinism, exact boxes and masks, the advertised ranges, and the three readers
-(tf.data, `tfds.load`, COCO JSON) agreeing with `generate_example`."""
-
-import json
+"""The built-in shapes generator: determinism, exact boxes and masks, the advertised ranges, drawn classes.
+(Its tf.data, TFDS and COCO JSON forms: builtin_shapes_dataset_test, builtin_shapes_tfds_test,
+builtin_shapes_coco_test.)"""
 
 import numpy as np
 import pytest
-import tensorflow as tf
-import tensorflow_datasets as tfds
-from PIL import Image
-from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from spinenet_tf.data import builtin_shapes as bs
 
@@ -159,127 +152,8 @@ def test_classification_labels_are_the_drawn_shapes():
         assert abs((ymin + ymax) / 2 - SIZE / 2) < 0.25 * SIZE and abs((xmin + xmax) / 2 - SIZE / 2) < 0.25 * SIZE
 
 
-def test_as_classification_dataset_yields_one_label_per_image():
-    dataset = bs.as_classification_dataset("validation", num_examples=5)
-    assert dataset.element_spec == {"image": tf.TensorSpec([SIZE, SIZE, 3], tf.uint8),
-                                    "label": tf.TensorSpec([], tf.int64)}
-    for index, element in enumerate(dataset.as_numpy_iterator()):
-        expected = bs.generate_classification_example(index, "validation")
-        assert element["label"] == expected["label"]
-        np.testing.assert_array_equal(element["image"], expected["image"])
-
-
-# === tf.data and TFDS: the coco/2017 layout ===
-
-def _assert_matches_generated(element, index, split, with_masks=True):
-    expected = bs.generate_example(index, split)
-    objects = element["objects"]
-    np.testing.assert_array_equal(element["image"], expected["image"])
-    assert element["image/id"] == expected["image_id"]
-    assert element["image/filename"] == f"{expected['image_id']:012d}.png".encode()
-    np.testing.assert_array_equal(objects["bbox"] * SIZE, expected["boxes"])  # multiples of 1/256: exact
-    np.testing.assert_array_equal(objects["label"], expected["classes"])
-    np.testing.assert_array_equal(objects["area"], expected["masks"].sum(axis=(1, 2)))
-    assert not objects["is_crowd"].any()
-    np.testing.assert_array_equal(objects["id"], expected["image_id"] * 100 + 1 + np.arange(len(objects["id"])))
-    if with_masks:
-        np.testing.assert_array_equal(objects["segmentation"][..., 0], expected["masks"] * 255)
-
-
-def _flatten(nested, prefix=""):
-    if isinstance(nested, dict):
-        return {path: leaf for key, value in nested.items()
-                for path, leaf in _flatten(value, f"{prefix}/{key}").items()}
-    return {prefix: nested}
-
-
-def test_as_dataset_has_the_tfds_coco_2017_layout(tmp_path):
-    # The oracle is TFDS's own COCO builder (its features come from code; nothing is downloaded).
-    coco_info = tfds.builder("coco/2017", data_dir=str(tmp_path)).info.features.get_tensor_info()
-    spec = bs.as_dataset("train", num_examples=2).element_spec
-    flat_coco, flat_ours = _flatten(coco_info), _flatten(spec)
-    assert flat_ours.keys() == flat_coco.keys()
-    for path, ours in flat_ours.items():
-        assert ours.dtype == flat_coco[path].dtype, path
-        assert ours.shape.rank == len(flat_coco[path].shape), path
-
-
-def test_as_dataset_yields_generate_example_in_index_order():
-    dataset = bs.as_dataset("validation", num_examples=3, with_masks=True)
-    assert dataset.cardinality() == 3
-    for index, element in enumerate(dataset.as_numpy_iterator()):
-        _assert_matches_generated(element, index, "validation")
-
-
-def test_tfds_load_builds_and_matches_generate_example(tmp_path):
-    config = bs.BuiltinShapesConfig(name="detection_tiny", num_train=4, num_validation=2)
-    train, info = tfds.load("builtin_shapes", split="train", data_dir=str(tmp_path), with_info=True,
-                            builder_kwargs={"config": config})
-    assert info.splits["train"].num_examples == 4 and info.splits["validation"].num_examples == 2
-    assert info.features["objects"]["label"].names == list(bs.CLASS_NAMES)
-    for index, element in enumerate(train.as_numpy_iterator()):  # disable_shuffling: index order
-        _assert_matches_generated(element, index, "train")
-
-
-def test_tfds_classification_config(tmp_path):
-    config = bs.BuiltinShapesConfig(name="classification_tiny", task="classification", num_train=3,
-                                    num_validation=1)
-    pairs = tfds.load("builtin_shapes", split="train", data_dir=str(tmp_path), as_supervised=True,
-                      builder_kwargs={"config": config})
-    for index, (image, label) in enumerate(pairs.as_numpy_iterator()):
-        expected = bs.generate_classification_example(index, "train")
-        assert label == expected["label"]
-        np.testing.assert_array_equal(image, expected["image"])
-
-
-def test_registered_configs_are_the_documented_defaults(tmp_path):
-    for name in ("detection", "classification"):
-        builder = tfds.builder(f"builtin_shapes/{name}", data_dir=str(tmp_path))
-        config = builder.builder_config
-        assert (config.task, config.image_size, config.num_train, config.num_validation) == (
-            name, (SIZE, SIZE), bs.SPLIT_SIZES["train"], bs.SPLIT_SIZES["validation"])
-        assert str(builder.version) == "1.0.0"
-
-
-# === COCO JSON ===
-
-# pycocotools' annToMask trips numpy 2's __array__(copy=) deprecation inside pycocotools.
-@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-def test_coco_json_loads_with_pycocotools_and_matches(tmp_path):
-    path, image_dir = tmp_path / "annotations" / "val.json", tmp_path / "images"
-    written = bs.write_coco_json("validation", path, image_dir, num_examples=4)
-    assert json.loads(path.read_text()) == written
-    coco = COCO(str(path))
-    # COCO category_id = class index + 1.
-    assert [(c["id"], c["name"]) for c in coco.loadCats(coco.getCatIds())] == [
-        (i + 1, name) for i, name in enumerate(bs.CLASS_NAMES)]
-    for index in range(4):
-        expected = bs.generate_example(index, "validation")
-        image_info = coco.loadImgs(expected["image_id"])[0]
-        np.testing.assert_array_equal(np.asarray(Image.open(image_dir / image_info["file_name"])),
-                                      expected["image"])
-        annotations = coco.loadAnns(coco.getAnnIds(imgIds=expected["image_id"]))
-        assert len(annotations) == len(expected["classes"])
-        for annotation, box, label, mask in zip(annotations, expected["boxes"], expected["classes"],
-                                                expected["masks"]):
-            ymin, xmin, ymax, xmax = box
-            assert annotation["bbox"] == [xmin, ymin, xmax - xmin, ymax - ymin]
-            assert annotation["category_id"] == label + 1 and annotation["iscrowd"] == 0
-            assert annotation["area"] == mask.sum()
-            np.testing.assert_array_equal(coco.annToMask(annotation), mask)
-            np.testing.assert_array_equal(mask_utils.toBbox(annotation["segmentation"]), annotation["bbox"])
-
-
-def test_coco_eval_scores_the_ground_truth_as_perfect(tmp_path):
-    path = tmp_path / "val.json"
-    bs.write_coco_json("validation", path, tmp_path / "images", num_examples=6)
-    coco = COCO(str(path))
-    detections = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
-                  for a in coco.dataset["annotations"]]
-    evaluator = COCOeval(coco, coco.loadRes(detections), "bbox")
-    evaluator.evaluate()
-    evaluator.accumulate()  # not summarize(), which prints; the precision array says the same
-    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # IoU x recall x class, area "all", 100 dets
-    present = precision[precision > -1]
-    assert present.size
-    np.testing.assert_allclose(present, 1.0, rtol=1e-12)  # COCOeval divides by tp + fp + np.spacing(1)
+def test_split_sizes_default_to_the_split_and_bad_counts_name_the_problem():
+    assert bs.split_size("val") == bs.SPLIT_SIZES["validation"] == 200 and bs.split_size("train") == 2000
+    assert bs.split_size("train", 5) == 5
+    with pytest.raises(ValueError, match=r"num_examples=0: must be in \[1, 10000000\]"):
+        bs.split_size("train", 0)

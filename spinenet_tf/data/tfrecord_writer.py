@@ -1,4 +1,5 @@
-"""TFRecords of tf.Example in Model Garden's key layout: reading one record (`parse_tf_example`) and writing them.
+"""Writes TFRecords of tf.Example in Model Garden's key layout (`tf_example`, `write_tfrecord`), the records the
+`tfrecord:GLOB` source (`tfrecord_reader`) reads, and converts COCO datasets to them (`coco_to_tfrecord`).
 
 The keys are those of Model Garden's decoders (`official/vision/dataloaders/tf_example_decoder.py` and
 `classification_input.py`) and its COCO converter (`official/vision/data/create_coco_tf_record.py`):
@@ -15,84 +16,13 @@ needs 91 classes; `coco_to_tfrecord` writes contiguous class indices instead.
 
 from __future__ import annotations
 
-import io
 import os
-import re
 from collections.abc import Iterable
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
-from spinenet_tf.data import bad_data, instance_masks
-
-
-def parse_tf_example(file_name, position, record, *, task: str, stats: bad_data.DataStats,
-                     num_classes: int | None = None) -> tuple:
-    """One serialized record -> the guarded step's `(ok, image, ...)` (numpy, never raising; see `bad_data`).
-
-    Parsed in Python (protobuf), not with `tf.io.parse_single_example`, so that a record that is not a tf.Example,
-    or holds a feature of the wrong type, is one skipped example rather than an op error.
-
-    Args:
-        file_name, position: Where the record is, for the log ("train-00001 record 17 (source_id 42)").
-        record: The serialized tf.Example.
-        task: "detection" -> (ok, image, image_id, boxes, labels, is_crowd); "instance_segmentation" -> those and
-            masks uint8 [G, H, W, 1] (0 or 255) from `image/object/mask`; "classification" -> (ok, image, label).
-            The image id is `image/source_id` when it is an integer, else -1.
-        stats: Where skips and repairs are counted.
-        num_classes: Labels at or above it count as unknown (dropped boxes; skipped classification examples).
-    """
-    file_name = file_name.decode() if isinstance(file_name, bytes) else str(file_name)
-    name = f"{file_name} record {int(position)}"
-    try:
-        feature = tf.train.Example.FromString(record).features.feature
-    except Exception as e:  # a protobuf DecodeError or anything else: not a tf.Example
-        stats.record("bad_record", name, f"not a tf.Example ({type(e).__name__}); skipped")
-        return bad_data.skipped(task)
-
-    def values(key, kind):
-        return list(getattr(feature[key], kind).value) if key in feature else []
-
-    source_id = b"".join(values("image/source_id", "bytes_list")[:1]).decode("utf-8", "replace")
-    if source_id:
-        name = f"{name} (source_id {source_id})"
-    encoded = values("image/encoded", "bytes_list")
-    if not encoded:
-        stats.record("corrupt_image", name, "no image/encoded bytes; skipped")
-        return bad_data.skipped(task)
-    image = bad_data.decode_image(encoded[0], name, stats)
-    if image is None:
-        return bad_data.skipped(task)
-    if task == "classification":
-        labels = values("image/class/label", "int64_list")
-        if len(labels) != 1 or labels[0] < 0 or (num_classes is not None and labels[0] >= num_classes):
-            stats.record("missing_label", name, f"image/class/label is {labels}, not one class index; skipped")
-            return bad_data.skipped(task)
-        return True, image, np.int64(labels[0])
-    coordinates = [values(f"image/object/bbox/{key}", "float_list") for key in ("ymin", "xmin", "ymax", "xmax")]
-    labels = values("image/object/class/label", "int64_list")
-    crowd = values("image/object/is_crowd", "int64_list") or [0] * len(labels)
-    if len({len(c) for c in coordinates} | {len(labels), len(crowd)}) != 1:
-        stats.record("bad_annotation", name, "image/object/bbox/*, class/label and is_crowd have different lengths "
-                     f"({', '.join(str(len(c)) for c in [*coordinates, labels, crowd])}); skipped")
-        return bad_data.skipped(task)
-    boxes = np.array(coordinates, np.float64).T.reshape(-1, 4)
-    names = [f"{name} box {k}" for k in range(len(labels))]
-    masks = None
-    if task == "instance_segmentation":
-        encoded_masks = values("image/object/mask", "bytes_list")
-        if len(encoded_masks) != len(labels):
-            stats.record("bad_annotation", name, f"{len(labels)} boxes but {len(encoded_masks)} image/object/mask "
-                         "entries; skipped")
-            return bad_data.skipped(task)
-        masks, kept = instance_masks.decode_png_masks(encoded_masks, *image.shape[:2], names, stats)
-        boxes, labels, crowd = boxes[kept], np.asarray(labels, np.int64)[kept], np.asarray(crowd, np.int64)[kept]
-        names = [n for n, k in zip(names, kept) if k]
-    repaired = bad_data.repair_boxes(boxes, labels, crowd, names, (1, 1), stats, num_classes, units="normalised",
-                                     masks=masks)
-    image_id = int(source_id) if re.fullmatch(r"-?\d{1,18}", source_id) else -1
-    return (True, image, np.int64(image_id), *repaired)
+from spinenet_tf.data import bad_data, image_codec, instance_masks, sources
 
 
 def _int64_list(values) -> tf.train.Feature:
@@ -105,15 +35,6 @@ def _float_list(values) -> tf.train.Feature:
 
 def _bytes_list(values) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
-
-
-def _encode(image: np.ndarray, image_format: str) -> bytes:
-    buffer = io.BytesIO()
-    if image_format == "png":
-        Image.fromarray(image).save(buffer, format="png", compress_level=1)
-    else:
-        Image.fromarray(image).save(buffer, format="jpeg", quality=95)
-    return buffer.getvalue()
 
 
 def tf_example(example: dict, task: str, *, image_format: str = "png", class_names: tuple[str, ...] = ()) -> bytes:
@@ -129,7 +50,7 @@ def tf_example(example: dict, task: str, *, image_format: str = "png", class_nam
     image = np.asarray(example["image"], np.uint8)
     height, width = image.shape[:2]
     feature = {
-        "image/encoded": _bytes_list([_encode(image, image_format)]),
+        "image/encoded": _bytes_list([image_codec.encode_image(image, image_format)]),
         "image/format": _bytes_list([image_format.encode()]),
         "image/height": _int64_list([height]),
         "image/width": _int64_list([width]),
@@ -159,10 +80,11 @@ def tf_example(example: dict, task: str, *, image_format: str = "png", class_nam
 
 def write_tfrecord(examples: Iterable[dict], path: str | os.PathLike, task: str, *, num_shards: int = 1,
                    image_format: str = "png", class_names: tuple[str, ...] = ()) -> list[str]:
-    """Writes examples of `task`'s layout (e.g. `load(...).dataset.as_numpy_iterator()`) as tf.Example records.
+    """Writes examples of `task`'s layout (e.g. `sources.load(...).dataset.as_numpy_iterator()`) as tf.Example
+    records.
 
     Args:
-        examples: Dicts of numpy arrays or tensors in the layout of the module docstring.
+        examples: Dicts of numpy arrays or tensors in `task`'s layout (`sources` module docstring).
         path: The file, or with `num_shards > 1` the prefix of `path-00000-of-00004`-style files.
         task: "detection", "instance_segmentation" (also writes the masks) or "classification".
         num_shards: Files to spread the examples over, round robin.
@@ -196,8 +118,6 @@ def coco_to_tfrecord(annotation_file: str, image_dir: str, path: str | os.PathLi
     """Converts a COCO annotation file and its images to TFRecords, checked and repaired as the `coco:` source
     reads them; class labels are the contiguous class indices, class/text the category names. With
     `task="instance_segmentation"` the records also hold each instance's mask (image/object/mask)."""
-    from spinenet_tf.data import sources  # sources reads TFRecords through this module
-
     loaded = sources.load(sources.parse(f"coco:{annotation_file}:{image_dir}", flag="coco_to_tfrecord"),
                           task, training=False)
     return write_tfrecord(loaded.dataset.as_numpy_iterator(), path, task, num_shards=num_shards,

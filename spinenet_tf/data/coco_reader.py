@@ -1,21 +1,23 @@
-"""COCO-format annotation files (the format of users' own data) as a checked, repaired index of images and boxes.
+"""The `coco:ANNOTATIONS.json:IMAGE_DIR` source: COCO-format annotation files (the format of users' own data) read
+through a checked, repaired index of images and boxes.
 
 `cached_index(annotation_file, image_dir)` parses the JSON once per process and file version into flat arrays;
-`CocoIndex.read(position, stats)` reads one image for the guarded `tf.data` step of `sources` (the
-`coco:ANNOTATIONS.json:IMAGE_DIR` source). Categories map to contiguous class indices in sorted id order, with
+`CocoIndex.read(position, stats)` reads one image in the guarded `tf.data` step (`reading.guarded`) of `read`,
+the reader `sources.load` calls. Categories map to contiguous class indices in sorted id order, with
 the names of the file; image ids are kept. What the index repairs (`bad_data`): boxes clipped to the image,
 boxes without area, unknown category ids and malformed entries dropped, images without annotations kept as
 negatives; at read time a missing, undecodable or wrongly sized image is skipped.
 
 Built `with_masks`, the index also holds each kept annotation's `segmentation` (polygons or RLE, crowd ones
 included) checked, repaired and rasterised once into a compressed RLE (`instance_masks`); annotations without a
-usable mask are dropped. `read` then expands the image's RLEs to masks.
+usable mask are dropped. `CocoIndex.read` then expands the image's RLEs to masks.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -26,6 +28,7 @@ import tensorflow as tf
 from PIL import Image
 
 from spinenet_tf.data import bad_data, instance_masks
+from spinenet_tf.data.reading import DataInfo, Reading, Source, guarded, shard_and_shuffle
 
 
 class CocoFormatError(ValueError):
@@ -247,3 +250,23 @@ def cached_index(annotation_file: str, image_dir: str, with_masks: bool = False)
             _INDICES.pop(next(iter(_INDICES)))
         _INDICES[key] = index
     return index, True
+
+
+def read(source: Source, reading: Reading) -> tuple[tf.data.Dataset, DataInfo]:
+    """The images of `source.annotation_file` in `reading.task`'s layout (detection or instance_segmentation), and
+    its categories as contiguous class indices."""
+    if reading.task == "classification":
+        raise source.error("COCO annotation files hold detection data; for classification use builtin:, tfds: "
+                           "or tfrecord:")
+    try:
+        index, new = cached_index(source.annotation_file, source.image_dir,
+                                  with_masks=reading.task == "instance_segmentation")
+    except CocoFormatError as e:
+        raise source.error(str(e)) from None
+    for kind, item, message in index.events:
+        reading.stats.record(kind, item, message, log=new)
+    count = len(index.paths)
+    positions = shard_and_shuffle(tf.data.Dataset.range(count), count, reading)
+    dataset = guarded(positions, functools.partial(index.read, stats=reading.stats), reading)
+    return dataset, DataInfo(num_classes=len(index.category_ids), class_names=index.class_names,
+                             num_examples=count, category_ids=index.category_ids)
