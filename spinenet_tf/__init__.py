@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 from spinenet_tf import registry
 from spinenet_tf.backbones import SpineNet, SpineNetMobile
 from spinenet_tf.classification import Classifier
-from spinenet_tf.detection.maskrcnn import MaskRCNN
+from spinenet_tf.detection.maskrcnn.model import MaskRCNN
 from spinenet_tf.detection.retinanet import RetinaNet
 
 

@@ -16,9 +16,9 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags
 
-from spinenet_tf import train
+from spinenet_tf import cli, train
 from spinenet_tf.training import loop
 from spinenet_tf.training.config import TrainConfig
 
@@ -29,8 +29,9 @@ SUMMARY_FILE = "demo_summary.json"
 
 
 def _write_predictions(task, model, path: str, count: int) -> None:
-    from spinenet_tf import visualization
-    from spinenet_tf.data import detection_input, sources
+    from spinenet_tf.data import sources
+    from spinenet_tf.detection import box_ops
+    from spinenet_tf.visualization.detections import draw_detections, image_grid
 
     source = sources.parse(task.config.input.eval_data, flag="--eval_data")
     loaded = sources.load(source, "detection", training=False)
@@ -40,12 +41,11 @@ def _write_predictions(task, model, path: str, count: int) -> None:
         detections = {k: v.numpy()[0] for k, v in model.detect(inputs[None]).items()}
         info = labels["image_info"].numpy()
         n = int(detections["num_detections"])
-        boxes = detection_input.to_original_pixels(detections["boxes"][:n], info)
+        boxes = box_ops.to_original_pixels(detections["boxes"][:n], info)
         truth = labels["gt_boxes"].numpy()[labels["gt_classes"].numpy() >= 0]
-        pictures.append(visualization.draw_detections(example["image"].numpy(), boxes, detections["classes"][:n],
-                                                      detections["scores"][:n], loaded.info.class_names,
-                                                      ground_truth=truth))
-    visualization.image_grid(pictures, columns=min(4, len(pictures))).save(path)
+        pictures.append(draw_detections(example["image"].numpy(), boxes, detections["classes"][:n],
+                                        detections["scores"][:n], loaded.info.class_names, ground_truth=truth))
+    image_grid(pictures, columns=min(4, len(pictures))).save(path)
 
 
 def _export_and_evaluate(task, config: TrainConfig, num_calibration_images: int = 200) -> dict:
@@ -91,20 +91,11 @@ def run(config: TrainConfig, picture_images: int, export_tflite: bool) -> dict:
     return summary
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        config = train.config_from_flags().validate()
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None  # one line, not absl's usage text
+def main() -> None:
+    config = train.config_from_flags().validate()
     if config.task != "detection" or config.mode != "train_and_eval":
-        raise app.UsageError("the demo trains and evaluates a detector: --task=detection --mode=train_and_eval")
-    try:
-        summary = run(config, _PICTURE_IMAGES.value, _EXPORT_TFLITE.value)
-    except (ValueError, FileNotFoundError, loop.TrainingError) as error:
-        logging.error("%s", error)
-        raise SystemExit(f"error: {error}") from None
+        cli.fail("the demo trains and evaluates a detector: --task=detection --mode=train_and_eval")
+    summary = run(config, _PICTURE_IMAGES.value, _EXPORT_TFLITE.value)
     print("\n| | |\n| --- | --- |")
     for key, value in summary.items():
         print(f"| {key} | {value} |")
@@ -113,4 +104,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["task", "model", "model_dir"])
-    app.run(main)
+    cli.run(main, train.ERRORS)

@@ -9,9 +9,9 @@ signatures, quantization types and outputs, and tflite/README.md for running the
 
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import app, flags
+from spinenet_tf import cli
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training model_dir; exports its latest checkpoint.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint (model_dir/checkpoints/ckpt-N) instead.")
@@ -44,19 +44,14 @@ def config_from_flags():
         nms=_NMS.value, clip_boxes=_CLIP_BOXES.value, metadata=_METADATA.value, labels=_LABELS.value)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def main() -> None:
+    """Bad flags and files end in one line `error: ...` naming them (`spinenet_tf.cli`)."""
     from spinenet_tf.serving import exporter
 
-    try:
-        config = config_from_flags().validate()  # flag errors before TensorFlow starts working
-        path = exporter.export(config)
-    except ValueError as error:
-        # One line, not absl's usage dump: the message names the flag or file at fault.
-        sys.exit(f"spinenet_tf.export: error: {error}")
+    config = config_from_flags().validate()  # flag errors before TensorFlow starts working
+    path = exporter.export(config)
     print(f"wrote {path}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -159,7 +159,7 @@ def _op_float_ops(model, input_shape: Sequence[int], batch: int) -> dict[str, in
     graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(
         tf.TensorSpec(shape, dtype)).graph
     # Counts come from static shapes, so the unfrozen graph gives the same numbers as one frozen with
-    # `convert_variables_to_constants_v2` (REFERENCE [CALC]), without copying the weights into it.
+    # `convert_variables_to_constants_v2`, without copying the weights into it.
     options = (tf.compat.v1.profiler.ProfileOptionBuilder(tf.compat.v1.profiler.ProfileOptionBuilder.float_operation())
                .with_empty_output().build())
     with deprecation.silence():  # the profiler's FLOP rules call a deprecated TF1 shape helper

@@ -87,7 +87,7 @@ class MaskRCNNSpec:
     box_fc_dims: int
     mask_num_convs: int
     mask_num_filters: int
-    image_size: int              # the paper's Mask R-CNN resolution (REFERENCE §1.4): 1536 for 190, not 1280
+    image_size: int              # the paper's Mask R-CNN resolution (SpineNet paper, Mask R-CNN table): 1536 for 190, not 1280
     anchor_size: float = 3.0
     weight_decay: float = 4e-5
 

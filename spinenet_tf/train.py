@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags
 
+from spinenet_tf import cli
 from spinenet_tf.training import config as config_lib
 from spinenet_tf.training import loop
 
@@ -78,7 +79,7 @@ _CHECKPOINT_STEPS = flags.DEFINE_integer("checkpoint_steps", 1000, "Save a check
 _KEEP_CHECKPOINTS = flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept.")
 _EVAL_INTERVAL = flags.DEFINE_integer("eval_interval", 0, "train_and_eval: evaluate every N steps (0 = at the end).")
 _LOG_STEPS = flags.DEFINE_integer("log_steps", 100, "Log losses and speed every N steps.")
-_PROGRESS_BAR = flags.DEFINE_bool("progress_bar", False, "Show a progress bar.")
+_PROGRESS_BAR = flags.DEFINE_bool("progress_bar", None, "Show a progress bar (default: when stdout is a terminal).")
 
 
 def config_from_flags() -> config_lib.TrainConfig:
@@ -120,20 +121,15 @@ def _split_cpu(count: int) -> None:
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * count)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        config = config_from_flags().validate()
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None  # one line, not absl's usage text
+# Bad input, and a run that cannot go on: one line `error: ...` and exit code 2 (`spinenet_tf.cli`).
+ERRORS = (ValueError, FileNotFoundError, loop.TrainingError)
+
+
+def main() -> None:
+    config = config_from_flags().validate()
     if _NUM_CPU_DEVICES.value:
         _split_cpu(_NUM_CPU_DEVICES.value)
-    try:
-        metrics = loop.run(config, flags_text=flags.FLAGS.flags_into_string())
-    except (ValueError, FileNotFoundError, loop.TrainingError) as error:
-        logging.error("%s", error)
-        raise SystemExit(f"error: {error}") from None
+    metrics = loop.run(config, flags_text=flags.FLAGS.flags_into_string())
     if metrics:
         print(" ".join(f"{name}={value:.4f}" if isinstance(value, float) else f"{name}={value}"
                        for name, value in metrics.items() if not isinstance(value, dict)))
@@ -142,4 +138,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["task", "model", "model_dir"])
-    app.run(main)
+    cli.run(main, ERRORS)

@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 import spinenet_tf
-from spinenet_tf.data import builtin_shapes
-from spinenet_tf.serving import exporter, representative_data, tflite
+from spinenet_tf.data import builtin_shapes, builtin_shapes_dataset
+from spinenet_tf.serving import exporter, output_path, representative_data
 from spinenet_tf.training.config import InputConfig, TrainConfig
 
 _SIZE = (128, 128)
@@ -107,7 +107,7 @@ def test_representative_data_of_the_wrong_kind(tmp_path):
         exporter.export(exporter.ExportConfig(model_dir=model_dir, quantization="int8", output=str(output),
                                               representative_data="calibration_images/"))
     _assert_nothing_written(output)
-    classification = builtin_shapes.as_classification_dataset("validation", 2, image_size=_SIZE)
+    classification = builtin_shapes_dataset.as_classification_dataset("validation", 2, image_size=_SIZE)
     with pytest.raises(ValueError, match=r"^--representative_data=x: has classification examples \(no 'objects'\), "
                                          r"but the model is a detection model$"):
         representative_data.check_examples(classification, "detection", spec="x")
@@ -135,7 +135,7 @@ def test_detection_data_for_a_classifier_is_refused_before_converting(tmp_path):
 
 def test_tflite_output_that_is_a_directory_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match=r"^--output=.*: is a directory, expected a file path$"):
-        tflite.write_tflite(b"tflite", str(tmp_path))
+        output_path.write_bytes(b"tflite", str(tmp_path))
     assert os.listdir(tmp_path) == []
 
 
@@ -145,15 +145,15 @@ def test_tflite_export_to_a_directory_is_refused_before_any_work(tmp_path):
         config.validate()
 
 
-def test_cli_prints_one_line_and_exits_1(tmp_path):
+def test_cli_prints_one_line_and_exits_2(tmp_path):
     output = tmp_path / "model.tflite"
     result = subprocess.run([sys.executable, "-m", "spinenet_tf.export", f"--model_dir={tmp_path}",
                              "--quantization=int8", f"--output={output}"], capture_output=True, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "spinenet_tf.export: error: --quantization=int8 needs calibration images: set --representative_data (e.g. "
-        "the training data source)")
+        "error: --quantization=int8 needs calibration images: set --representative_data (e.g. the training data "
+        "source)")
     assert "--num_calibration_images" not in result.stderr  # no usage dump
     _assert_nothing_written(output)
 

@@ -26,14 +26,18 @@ import numpy as np
 import tensorflow as tf
 
 import spinenet_tf
-from spinenet_tf.data import builtin_shapes, classification_input, detection_input
+from spinenet_tf import atomic_files, checkpoints
+from spinenet_tf.data import builtin_shapes, builtin_shapes_dataset, classification_input, detection_input
+from spinenet_tf.layers import precise_bn
 
 IMAGE_SIZE = (128, 128)
 DETECTOR = "retinanet-spinenet-mobile-49xs"
 CLASSIFIER = "classifier-spinenet-mobile-49xs"
 NUM_CLASSES = builtin_shapes.NUM_CLASSES
 # Bump one when its recipe (or the checkpoint layout) changes, so stale caches are not reused.
-_VERSIONS = {"detector": "v5", "classifier": "v5"}
+_VERSIONS = {"detector": "v6", "classifier": "v6"}
+# Training images the batch-norm statistics are re-estimated on after training (in training-size batches).
+_RECALIBRATION_IMAGES = 640
 # The detector fixture's val AP floor (200 images): past the fragile low-AP regime (see `_train_detector`).
 _MIN_DETECTOR_AP = 0.3
 
@@ -61,7 +65,7 @@ def _write_model_dir(model, task: str, name: str, model_dir: str) -> None:
     TrainConfig(task=task, model=name, model_dir=model_dir, image_size=IMAGE_SIZE, num_classes=NUM_CLASSES,
                 input=InputConfig(train_data="builtin:shapes:train", eval_data="builtin:shapes:validation")).save()
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-    tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=1).save()
+    checkpoints.manager(checkpoint, model_dir, max_to_keep=1).save()
 
 
 def detection_val_dataset(num_examples: int = 64, batch_size: int = 16) -> tf.data.Dataset:
@@ -69,22 +73,15 @@ def detection_val_dataset(num_examples: int = 64, batch_size: int = 16) -> tf.da
     model_anchors = np.zeros([1, 4], np.float32)  # eval_fn does not use the anchors
     parser = detection_input.DetectionInput(detection_input.DetectionInputConfig(IMAGE_SIZE, max_instances=16),
                                             model_anchors)
-    return (builtin_shapes.as_dataset("validation", num_examples, image_size=IMAGE_SIZE)
+    return (builtin_shapes_dataset.as_dataset("validation", num_examples, image_size=IMAGE_SIZE)
             .map(parser.eval_fn).batch(batch_size))
 
 
-def _recalibrate_batch_norm(model, images: tf.data.Dataset) -> None:
-    """Re-estimates batch-norm moving statistics for the final weights (forward passes in training mode, no
-    gradients). After a few hundred fast-moving steps the moving averages lag the weights so far that inference
-    outputs are nearly constant (max score 0.015 vs 0.25 in training mode, measured); this fixes that."""
-    import testing
-
-    for layer in testing.walk_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.8
-    forward = tf.function(lambda x: model(x, training=True))
-    for batch in images:
-        forward(batch)
+def _recalibrate_batch_norm(model, images: tf.data.Dataset, batch_size: int) -> None:
+    """Re-estimates batch-norm moving statistics for the final weights on the unbatched `images`
+    (`precise_bn.reestimate`): after a few hundred fast-moving steps the moving averages lag the weights so far
+    that inference outputs are nearly constant."""
+    precise_bn.reestimate(model, images.batch(batch_size), num_batches=-(-_RECALIBRATION_IMAGES // batch_size))
 
 
 def _train_detector(steps: int = 700, batch_size: int = 16, learning_rate: float = 8e-3, attempts: int = 3):
@@ -112,16 +109,17 @@ def _train_detector_once(seed: int, steps: int, batch_size: int, learning_rate: 
     config = detection_input.DetectionInputConfig(IMAGE_SIZE, max_instances=16, aug_scale_min=0.8,
                                                   aug_scale_max=1.25)
     parser = detection_input.DetectionInput(config, model.anchor_boxes)
-    train = (builtin_shapes.as_dataset("train", 2000, image_size=IMAGE_SIZE).cache().repeat()
+    train = (builtin_shapes_dataset.as_dataset("train", 2000, image_size=IMAGE_SIZE).cache().repeat()
              .shuffle(512, seed=seed).map(parser.train_fn, num_parallel_calls=tf.data.AUTOTUNE)
              .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
     schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=learning_rate,
                                                       warmup_steps=steps // 10)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4, clipnorm=10.0))
     model.fit(train, steps_per_epoch=steps, epochs=1, verbose=0)
-    _recalibrate_batch_norm(model, builtin_shapes.as_dataset("train", 640, image_size=IMAGE_SIZE).map(
-        lambda e: detection_input.normalize_image(detection_input.resize_and_pad(e["image"], IMAGE_SIZE)[0]))
-        .batch(batch_size))
+    recalibration = builtin_shapes_dataset.as_dataset("train", _RECALIBRATION_IMAGES, image_size=IMAGE_SIZE)
+    _recalibrate_batch_norm(model, recalibration.map(
+        lambda e: detection_input.normalize_image(detection_input.resize_and_pad(e["image"], IMAGE_SIZE)[0])),
+        batch_size)
     return model
 
 
@@ -132,7 +130,7 @@ def _train_classifier(steps: int = 400, batch_size: int = 32, learning_rate: flo
     keras.utils.set_random_seed(0)
     model = spinenet_tf.build_classifier(CLASSIFIER, num_classes=NUM_CLASSES, input_shape=IMAGE_SIZE, norm_momentum=0.9)
     parser = classification_input.ClassificationInput(IMAGE_SIZE)
-    train = (builtin_shapes.as_classification_dataset("train", 2000, image_size=IMAGE_SIZE).cache().repeat()
+    train = (builtin_shapes_dataset.as_classification_dataset("train", 2000, image_size=IMAGE_SIZE).cache().repeat()
              .shuffle(512, seed=0).map(parser.train_fn)
              .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
     schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=learning_rate,
@@ -140,8 +138,8 @@ def _train_classifier(steps: int = 400, batch_size: int = 32, learning_rate: flo
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4))
     model.fit(train, steps_per_epoch=steps, epochs=1, verbose=0)
     eval_parser = classification_input.ClassificationInput(IMAGE_SIZE)
-    _recalibrate_batch_norm(model, builtin_shapes.as_classification_dataset("train", 640, image_size=IMAGE_SIZE)
-                            .map(lambda e: eval_parser.eval_fn(e)[0]).batch(batch_size))
+    _recalibrate_batch_norm(model, builtin_shapes_dataset.as_classification_dataset(
+        "train", _RECALIBRATION_IMAGES, image_size=IMAGE_SIZE).map(lambda e: eval_parser.eval_fn(e)[0]), batch_size)
     return model
 
 
@@ -155,8 +153,8 @@ def _cached(kind: str, train_fn, name: str, task: str):
             model = train_fn()
             os.makedirs(root, exist_ok=True)
             _write_model_dir(model, task, name, os.path.join(root, "model_dir"))
-            model.save(path + ".tmp.keras")
-            os.replace(path + ".tmp.keras", path)
+            with atomic_files.atomic_path(path) as tmp:  # keeps the name model.keras, as Keras requires
+                model.save(tmp)
     return keras.saving.load_model(path, compile=False), os.path.join(root, "model_dir")
 
 

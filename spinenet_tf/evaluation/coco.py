@@ -4,7 +4,7 @@ The ground truth is rebuilt from each batch's labels (`DetectionInput.eval_fn`: 
 crowd flags, image ids), so every data source is evaluated the same way, with no annotation file needed. Boxes of
 the model input are mapped back to the original image with `image_info` (Model Garden's layout). With masks
 (Mask R-CNN), ground-truth and predicted box-frame masks are pasted into the original image
-(`detection_input.paste_masks`) and RLE-encoded, and COCOeval runs a second time with iouType "segm"; crowd
+(`mask_ops.paste_masks`) and RLE-encoded, and COCOeval runs a second time with iouType "segm"; crowd
 ground truth is kept as in COCO (a detection matched to it is ignored).
 """
 
@@ -15,11 +15,12 @@ import io
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from spinenet_tf.data import detection_input
+from spinenet_tf.detection import box_ops, mask_ops
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -91,7 +92,7 @@ class COCOEvaluator:
                 self._categories.add(int(cls))
                 self._next_id += 1
             count = int(detections["num_detections"][b])
-            boxes = detection_input.to_original_pixels(detections["boxes"][b, :count], info)
+            boxes = box_ops.to_original_pixels(detections["boxes"][b, :count], info)
             boxes = np.clip(boxes, 0.0, [height, width, height, width])
             rles = (self._rles(detections["masks"][b, :count], boxes, height, width, self.mask_threshold)
                     if self.include_masks else [None] * count)
@@ -109,13 +110,14 @@ class COCOEvaluator:
     def _rles(masks, boxes, height, width, threshold: float) -> list[dict]:
         if not len(boxes):
             return []
-        return encode_masks(detection_input.paste_masks(masks, boxes, int(round(height)), int(round(width)),
-                                                        threshold))
+        return encode_masks(mask_ops.paste_masks(masks, boxes, int(round(height)), int(round(width)), threshold))
 
     def result(self) -> dict[str, float]:
         """COCO AP/AR over everything added (box, then mask metrics); zeros if there are no detections."""
         if not self._images:
             raise ValueError("COCOEvaluator.result(): no images were added")
+        logging.info("computing COCO %s metrics: %d images, %d detections ...",
+                     "box and mask" if self.include_masks else "box", len(self._images), len(self._detections))
         ground_truth = COCO()
         ground_truth.dataset = {"images": self._images, "annotations": self._annotations,
                                 "categories": [{"id": c} for c in sorted(self._categories)]}

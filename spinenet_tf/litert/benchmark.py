@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from collections.abc import Sequence
 
@@ -79,7 +78,9 @@ def benchmark(model: str | bytes, num_threads: int = 1, use_xnnpack: bool = True
 
 def main() -> None:
     """`tflite/benchmark.py`: defines its flags only when run, so importing this module adds none."""
-    from absl import app, flags
+    from absl import flags
+
+    from spinenet_tf import cli
 
     model_flag = flags.DEFINE_string("model", None, "The .tflite file.")
     threads_flag = flags.DEFINE_list("num_threads", ["1", "2"], "Thread counts to time.")
@@ -88,17 +89,11 @@ def main() -> None:
     runs_flag = flags.DEFINE_integer("runs", 30, "Timed invokes; the median is reported.")
     flags.mark_flag_as_required("model")
 
-    def run(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        try:
-            threads = [int(t) for t in threads_flag.value]
-            xnnpack = [_boolean(v) for v in xnnpack_flag.value]
-            results = [benchmark(model_flag.value, t, x, warmup_flag.value, runs_flag.value)
-                       for x in xnnpack for t in threads]
-        except ValueError as error:
-            # One line naming the file or flag, not absl's usage dump.
-            sys.exit(f"tflite/benchmark.py: error: {error}")
+    def run() -> None:
+        threads = [int(t) for t in threads_flag.value]
+        xnnpack = [_boolean(v) for v in xnnpack_flag.value]
+        results = [benchmark(model_flag.value, t, x, warmup_flag.value, runs_flag.value)
+                   for x in xnnpack for t in threads]
         print(f"{model_flag.value}: {os.path.getsize(model_flag.value) / 1e6:.2f} MB, load average "
               f"{os.getloadavg()[0]:.1f}\n")
         print("| threads | XNNPACK | median ms | p90 ms | median CPU ms |\n| ---: | --- | ---: | ---: | ---: |")
@@ -106,7 +101,7 @@ def main() -> None:
             print(f"| {r.num_threads} | {'on' if r.use_xnnpack else 'off'} | {r.median_ms:.2f} | {r.p90_ms:.2f} | "
                   f"{r.median_cpu_ms:.2f} |")
 
-    app.run(run)
+    cli.run(run)  # a bad file or flag: one line `error: ...`, exit code 2
 
 
 def _boolean(text: str) -> bool:

@@ -9,13 +9,12 @@ original image with `image_info`, exactly as `RetinaNet.detect` outputs are scor
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 
 import numpy as np
 
 from spinenet_tf.litert import interpreter as interpreter_lib
-from spinenet_tf.serving import tflite
+from spinenet_tf.serving import tflite_input
 
 
 def evaluate(model: interpreter_lib.TFLiteModel, dataset: Iterable, class_offset: int = 0,
@@ -44,15 +43,15 @@ def evaluate(model: interpreter_lib.TFLiteModel, dataset: Iterable, class_offset
         labels = {key: np.asarray(value) for key, value in labels.items()}
         if image.ndim == 3:
             labels = {key: value[None] for key, value in labels.items()}
-        outputs = model(tflite.tflite_input_from_normalized(image))
-        count = outputs["num_detections"].astype(np.int64)
+        outputs = model(tflite_input.tflite_input_from_normalized(image))
+        num_detections = outputs["num_detections"].astype(np.int64)
         # Rows past num_detections are not written by the NMS op (they hold stale or non-finite values).
-        valid = np.arange(outputs["detection_scores"].shape[-1])[None] < count[:, None]
+        valid = np.arange(outputs["detection_scores"].shape[-1])[None] < num_detections[:, None]
         detections = {"boxes": interpreter_lib.ratio_to_pixels(np.where(valid[..., None], outputs["detection_boxes"],
                                                                         0.0), model.image_size),
                       "scores": np.where(valid, outputs["detection_scores"], 0.0),
                       "classes": np.where(valid, outputs["detection_classes"], 0.0).astype(np.int64) + class_offset,
-                      "num_detections": count}
+                      "num_detections": num_detections}
         evaluator.update(detections, labels)
         count += 1
         if max_images and count >= max_images:
@@ -62,7 +61,9 @@ def evaluate(model: interpreter_lib.TFLiteModel, dataset: Iterable, class_offset
 
 def main() -> None:
     """`tflite/evaluate.py`: defines its flags only when run, so importing this module adds none."""
-    from absl import app, flags
+    from absl import flags
+
+    from spinenet_tf import cli
 
     model_flag = flags.DEFINE_string("model", None, "The detector .tflite file (with the NMS op).")
     data_flag = flags.DEFINE_string("data", "builtin:shapes:validation", "Data source (spinenet_tf.data.sources).")
@@ -71,21 +72,15 @@ def main() -> None:
     num_threads = flags.DEFINE_integer("num_threads", 2, "Interpreter threads.")
     flags.mark_flag_as_required("model")
 
-    def run(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        try:
-            model = interpreter_lib.TFLiteModel(model_flag.value, num_threads=num_threads.value)
-            dataset = eval_dataset(data_flag.value, model.image_size)
-            metrics = evaluate(model, dataset, class_offset.value, num_images.value or None)
-        except ValueError as error:
-            # One line naming the file or flag, not absl's usage dump.
-            sys.exit(f"tflite/evaluate.py: error: {error}")
+    def run() -> None:
+        model = interpreter_lib.TFLiteModel(model_flag.value, num_threads=num_threads.value)
+        dataset = eval_dataset(data_flag.value, model.image_size)
+        metrics = evaluate(model, dataset, class_offset.value, num_images.value or None)
         print("| metric | value |\n| --- | --- |")
         for name, value in metrics.items():
             print(f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |")
 
-    app.run(run)
+    cli.run(run)  # a bad file or flag: one line `error: ...`, exit code 2
 
 
 def eval_dataset(spec: str, image_size, flag: str = "--data"):

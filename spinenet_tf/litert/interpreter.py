@@ -2,7 +2,7 @@
 
 The converter keeps the SavedModel signature (`serving_default`), so outputs are read by the names the export gave
 them (`detection_boxes`, `detection_classes`, `detection_scores`, `num_detections`; `raw_boxes`, `raw_scores`;
-`logits`) whatever their tensor order (REFERENCE.md §4.3: the interpreter's output list order is not the op's).
+`logits`) whatever their tensor order (the interpreter's output list order is not the op's: a Model Garden export lists num_detections first).
 Integer inputs and outputs (int8 classifiers) are quantized / dequantized here with the tensors' own scales.
 """
 
@@ -14,7 +14,8 @@ import numpy as np
 from ai_edge_litert import interpreter as litert
 
 from spinenet_tf.data import detection_input
-from spinenet_tf.serving import tflite
+from spinenet_tf.detection import box_ops
+from spinenet_tf.serving import tflite_input
 
 DETECTION_OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 
@@ -46,7 +47,7 @@ class TFLiteModel:
         return "detection_boxes" in self.outputs or "raw_boxes" in self.outputs
 
     def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """Runs one TFLite input (`tflite.to_tflite_input`: RGB in [-1, 1]) `[H, W, 3]` or `[1, H, W, 3]`.
+        """Runs one TFLite input (`tflite_input.to_tflite_input`: RGB in [-1, 1]) `[H, W, 3]` or `[1, H, W, 3]`.
 
         Raises:
             ValueError: One line giving the expected and the received shape.
@@ -68,10 +69,10 @@ class TFLiteModel:
             raise ValueError("detect_image needs a detector with the NMS op (detection_* outputs)")
         inputs, info = detection_input.resize_and_pad(np.asarray(image), self.image_size)
         info = info.numpy()
-        outputs = self(tflite.to_tflite_input(inputs))
+        outputs = self(tflite_input.to_tflite_input(inputs))
         count = int(outputs["num_detections"][0])
-        boxes = detection_input.to_original_pixels(ratio_to_pixels(outputs["detection_boxes"][0, :count],
-                                                                   self.image_size), info)
+        boxes = box_ops.to_original_pixels(ratio_to_pixels(outputs["detection_boxes"][0, :count], self.image_size),
+                                           info)
         boxes = np.clip(boxes, 0.0, np.tile(info[0], 2))
         return {"boxes": boxes, "scores": outputs["detection_scores"][0, :count],
                 "classes": outputs["detection_classes"][0, :count].astype(np.int32)}

@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import numpy as np
+from absl import logging
 
 PERCENTILES = (0.001, 99.999)
 NUM_BINS = 2048
@@ -92,11 +93,14 @@ def activation_ranges(calibrated: bytes, representative_dataset: Callable[[], It
 
     low = {i: np.inf for i in indices}
     high = {i: -np.inf for i in indices}
+    num_images = 0
     for values in values_per_image():
+        num_images += 1
         for i, value in values.items():
             low[i], high[i] = min(low[i], float(value.min())), max(high[i], float(value.max()))
     if not np.isfinite(list(low.values())).all():
         raise ValueError("no calibration images")
+    logging.info("int8: histograms of %d activation tensors over %d calibration images ...", len(indices), num_images)
     # Inputs keep their full range (pixels have no outliers); ranges already narrower than min_range get widened.
     clipped = [i for i in indices if i not in inputs and high[i] - low[i] >= min_range]
     counts = {i: np.zeros(num_bins, np.int64) for i in clipped}
@@ -158,7 +162,9 @@ def quantize(converter, representative_dataset: Callable[[], Iterable[list[np.nd
 
     converter.representative_dataset = representative_dataset
     converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    logging.info("int8: converting the float graph with the converter's calibration ...")
     calibrated = converter.convert()
+    logging.info("int8: measuring activation ranges on the calibration images ...")
     ranges = activation_ranges(calibrated, representative_dataset, input_range=input_range)
     scopes = tuple(float_scopes)
     subgraph = flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0]
@@ -166,6 +172,7 @@ def quantize(converter, representative_dataset: Callable[[], Iterable[list[np.nd
     float_nodes = [name for name in names if any(scope in name for scope in scopes)]
     if float_outputs:
         float_nodes += [names[index] for index in subgraph.outputs]
+    logging.info("int8: quantizing with %d measured ranges (%d tensors kept float) ...", len(ranges), len(float_nodes))
     quantized = lite_convert.mlir_quantize(with_ranges(calibrated, ranges), input_data_type=input_type,
                                            output_data_type=output_type, denylisted_nodes=float_nodes or None)
     return lite_convert.deduplicate_readonly_buffers(quantized)

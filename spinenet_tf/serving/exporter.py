@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from spinenet_tf.serving import output_path
-from spinenet_tf.serving import tflite as tflite_lib
+from absl import logging
+
+from spinenet_tf import checkpoints, models
+from spinenet_tf.serving import output_path, tflite_convert, tflite_graph
 
 FORMATS = ("saved_model", "tflite")
 NMS_TYPES = ("fast", "regular")
@@ -26,16 +28,17 @@ class ExportConfig:
         model_dir: A training `model_dir` (train_config.json + checkpoints/); the latest checkpoint is used.
         checkpoint: A checkpoint path (`model_dir/checkpoints/ckpt-N`) instead of the latest.
         format: "saved_model" or "tflite".
-        quantization: TFLite only: one of `tflite.QUANTIZATIONS`.
+        quantization: TFLite only: one of `tflite_convert.QUANTIZATIONS`.
         io_type: TFLite int8 classifiers: "float32", "int8" or "uint8" input and output.
         representative_data: Data source for int8 calibration (`spinenet_tf.data.sources` spec).
         num_calibration_images: How many calibration images (in the source's order).
         output: The SavedModel directory or .tflite file.
         raw_outputs: TFLite detectors: box codes and sigmoid scores instead of the NMS op (no metadata).
         nms: TFLite detectors: "fast" (class-agnostic over each box's best class) or "regular" (per class, as
-            `RetinaNet.detect`; use one interpreter thread, see `tflite.PostProcessConfig`).
+            `RetinaNet.detect`; use one interpreter thread, see `tflite_graph.PostProcessConfig`).
         clip_boxes: TFLite detectors: clip the decoded boxes to the input before NMS, as the SavedModel does (off:
-            raw codes into the NMS op as in Model Garden's export, a few percent faster; `tflite.PostProcessConfig`).
+            raw codes into the NMS op as in Model Garden's export, a few percent faster;
+            `tflite_graph.PostProcessConfig`).
         metadata: TFLite detectors: embed metadata and labels for MediaPipe / Task Library.
         labels: A text file with one class name per line (default: the training data's names).
     """
@@ -60,16 +63,16 @@ class ExportConfig:
             raise ValueError("--model_dir / --checkpoint: give exactly one")
         if self.format not in FORMATS:
             raise ValueError(f"--format={self.format}: must be one of {', '.join(FORMATS)}")
-        if self.quantization not in tflite_lib.QUANTIZATIONS:
+        if self.quantization not in tflite_convert.QUANTIZATIONS:
             raise ValueError(f"--quantization={self.quantization}: must be one of "
-                             f"{', '.join(tflite_lib.QUANTIZATIONS)}")
+                             f"{', '.join(tflite_convert.QUANTIZATIONS)}")
         if self.format == "saved_model" and (self.quantization != "none" or self.io_type != "float32"):
             raise ValueError(f"--quantization={self.quantization} --io_type={self.io_type}: only for --format=tflite")
         if self.quantization == "int8" and not self.representative_data:
             raise ValueError("--quantization=int8 needs calibration images: set --representative_data (e.g. the "
                              "training data source)")
-        if self.io_type not in tflite_lib.IO_TYPES:
-            raise ValueError(f"--io_type={self.io_type}: must be one of {', '.join(tflite_lib.IO_TYPES)}")
+        if self.io_type not in tflite_convert.IO_TYPES:
+            raise ValueError(f"--io_type={self.io_type}: must be one of {', '.join(tflite_convert.IO_TYPES)}")
         if self.io_type != "float32" and self.quantization != "int8":
             raise ValueError(f"--io_type={self.io_type}: integer input/output needs --quantization=int8")
         if self.num_calibration_images < 1:
@@ -84,34 +87,44 @@ class ExportConfig:
         return self
 
 
-def train_config_of(config: ExportConfig):
-    """The `TrainConfig` saved with the model (from --model_dir, or two levels above --checkpoint)."""
-    from spinenet_tf.training.config import TrainConfig
+@dataclasses.dataclass(frozen=True)
+class SavedRun:
+    """What export reads of a training run's `train_config.json`: the model, and the data source naming its classes.
 
+    Attributes:
+        model_config: The model part (`spinenet_tf.models.ModelConfig`), what `load_model` builds.
+        data_source: The run's training data source (else its evaluation one), for class names; None if neither.
+    """
+
+    model_config: models.ModelConfig
+    data_source: str | None = None
+
+
+def saved_run(config: ExportConfig) -> SavedRun:
+    """The run saved with the model (in --model_dir, or two levels above --checkpoint)."""
     if config.model_dir:
         model_dir, flag = config.model_dir, f"--model_dir={config.model_dir}"
     else:
-        model_dir = os.path.dirname(os.path.dirname(os.path.abspath(config.checkpoint)))
-        flag = f"--checkpoint={config.checkpoint}"
+        model_dir, flag = checkpoints.model_dir_of(config.checkpoint), f"--checkpoint={config.checkpoint}"
     if not os.path.isdir(model_dir):
         raise ValueError(f"{flag}: {model_dir} is not a directory")
     try:
-        return TrainConfig.load(model_dir)
+        data = models.read_config_file(model_dir)
     except FileNotFoundError as error:
         raise ValueError(f"{flag}: {error}") from None
+    sources = data.get("input") or {}
+    return SavedRun(models.ModelConfig.from_dict(data), sources.get("train_data") or sources.get("eval_data"))
 
 
-def load_model(config: ExportConfig, train_config=None):
-    """(Keras model with restored weights, its TrainConfig); `train_config` defaults to `train_config_of(config)`."""
-    from spinenet_tf.training import loop
-
-    train_config = train_config or train_config_of(config)
-    model = loop.build_model(train_config)
-    loop.restore_model(model, model_dir=config.model_dir, checkpoint=config.checkpoint)
-    return model, train_config
+def load_model(config: ExportConfig, run: SavedRun | None = None):
+    """(Keras model with restored weights, its `SavedRun`); `run` defaults to `saved_run(config)`."""
+    run = run or saved_run(config)
+    model = models.build_model(run.model_config)
+    checkpoints.restore_model(model, model_dir=config.model_dir, checkpoint=config.checkpoint)
+    return model, run
 
 
-def class_names(config: ExportConfig, train_config, num_labels: int) -> list[str]:
+def class_names(config: ExportConfig, run: SavedRun, num_labels: int) -> list[str]:
     """Names for the exported class indices: --labels, else the training data's, else "class_<i>"."""
     if config.labels:
         with open(config.labels) as f:
@@ -119,7 +132,7 @@ def class_names(config: ExportConfig, train_config, num_labels: int) -> list[str
         if len(names) != num_labels:
             raise ValueError(f"--labels={config.labels}: {len(names)} names, the model has {num_labels} classes")
         return names
-    names = _source_class_names(train_config.input.train_data or train_config.input.eval_data, train_config.task)
+    names = _source_class_names(run.data_source, run.model_config.task)
     if names and len(names) == num_labels:
         return list(names)
     return [f"class_{i}" for i in range(num_labels)]
@@ -143,6 +156,7 @@ def calibration_data(config: ExportConfig, task: str, image_size):
     from spinenet_tf.serving import representative_data
 
     flag, spec = "--representative_data", config.representative_data
+    logging.info("reading up to %d calibration images from %s ...", config.num_calibration_images, spec)
     examples = sources.load(sources.parse(spec, flag=flag), task, training=False).dataset
     representative_data.check_examples(examples, task, flag, spec)
     images = representative_data.calibration_images(examples, image_size, config.num_calibration_images, task, flag,
@@ -160,26 +174,29 @@ def export(config: ExportConfig) -> str:
     from spinenet_tf.serving import saved_model, signatures
 
     config.validate()
-    train_config = train_config_of(config)
-    if config.format == "tflite" and train_config.task == "instance_segmentation":
+    run = saved_run(config)
+    task = run.model_config.task
+    if config.format == "tflite" and task == "instance_segmentation":
         # Before the model is built: RoIAlign and the second stage's gathers have no TFLite builtin kernels.
-        raise ValueError(f"--format=tflite: {train_config.model} is a Mask R-CNN, which cannot be converted to TFLite; "
-                         "use --format=saved_model")
-    model, train_config = load_model(config, train_config)
+        raise ValueError(f"--format=tflite: {run.model_config.model} is a Mask R-CNN, which cannot be converted to "
+                         "TFLite; use --format=saved_model")
+    model, run = load_model(config, run)
     if config.format == "saved_model":
+        logging.info("writing the SavedModel of %s to %s ...", model.name, config.output)
         return saved_model.export_saved_model(model, config.output)
-    detector = train_config.task == "detection"
-    representative = (calibration_data(config, train_config.task, signatures.image_size_of(model))
+    detector = task == "detection"
+    representative = (calibration_data(config, task, signatures.image_size_of(model))
                       if config.quantization == "int8" else None)
-    postprocess = (tflite_lib.PostProcessConfig.from_model(model, use_regular_nms=config.nms == "regular",
-                                                           clip_boxes=config.clip_boxes)
+    postprocess = (tflite_graph.PostProcessConfig.from_model(model, use_regular_nms=config.nms == "regular",
+                                                             clip_boxes=config.clip_boxes)
                    if detector else None)
-    content = tflite_lib.convert(model, config.quantization, representative, config.io_type, postprocess,
-                                 config.raw_outputs if detector else False)
+    content = tflite_convert.convert(model, config.quantization, representative, config.io_type, postprocess,
+                                     config.raw_outputs if detector else False)
     if detector and config.metadata and not config.raw_outputs:
         from spinenet_tf.serving import metadata
 
         skip = model.decode_config["skip_class_zero"]
-        names = class_names(config, train_config, model.num_classes - (1 if skip else 0))
+        names = class_names(config, run, model.num_classes - (1 if skip else 0))
         content = metadata.add_detector_metadata(content, names)
-    return tflite_lib.write_tflite(content, config.output)
+    logging.info("writing %s (%.1f MB)", config.output, len(content) / 2**20)
+    return output_path.write_bytes(content, config.output)

@@ -6,7 +6,7 @@ The metadata is the `TFLITE_METADATA` buffer of the .tflite flatbuffer (schema `
 `metadata_writers/object_detector.py::MetadataWriter.create_for_models_with_nms` (REFERENCE.md §4.4):
 
 - input `image`: ImageProperties RGB, NormalizationOptions mean 128 / std 128 (one value: MediaPipe rejects
-  per-channel normalisation; the graph converts to ImageNet statistics, see `tflite.py`), stats min / max = the
+  per-channel normalisation; the graph converts to ImageNet statistics, see `tflite_input.py`), stats min / max = the
   normalised range of 0..255;
 - outputs named `location` (BoundingBoxProperties BOUNDARIES, RATIO, index (1, 0, 3, 2) for the op's ymin, xmin,
   ymax, xmax), `category` (label file as TENSOR_VALUE_LABELS), `score`, `number of detections`, the first three
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as tflite_schema
 
-from spinenet_tf.serving import tflite as tflite_lib
+from spinenet_tf.serving import tflite_flatbuffer, tflite_graph, tflite_input
 
 METADATA_NAME = "TFLITE_METADATA"
 LABEL_FILE = "labels.txt"
@@ -65,20 +65,20 @@ def _detection_output_roles(model) -> list[int]:
     for i in range(subgraph.OperatorsLength()):
         operator = subgraph.Operators(i)
         code = codes[operator.OpcodeIndex()]
-        if code is not None and code.decode() == tflite_lib.POSTPROCESS_OP:
+        if code is not None and code.decode() == tflite_graph.POSTPROCESS_OP:
             op_outputs = [int(t) for t in operator.OutputsAsNumpy()]
             break
     else:
-        raise ValueError(f"the model has no {tflite_lib.POSTPROCESS_OP} op: detector metadata needs the NMS outputs "
+        raise ValueError(f"the model has no {tflite_graph.POSTPROCESS_OP} op: detector metadata needs the NMS outputs "
                          "(export without raw outputs)")
     model_outputs = [int(t) for t in subgraph.OutputsAsNumpy()]
     # Boxes, classes and count are the op's own outputs; the scores may be computed from its output 2 (the op runs
-    # on logits and the graph applies the sigmoid to the kept ones, `tflite.SCORE_SCOPE`).
+    # on logits and the graph applies the sigmoid to the kept ones, `tflite_graph.SCORE_SCOPE`).
     derived = [t for t in model_outputs if t not in op_outputs]
     if (sorted(t for t in model_outputs if t in op_outputs) != sorted(op_outputs[:2] + op_outputs[3:]) or
             (derived and (len(derived) > 1 or op_outputs[2] not in _ancestors(subgraph, derived[0])))
             or (not derived and op_outputs[2] not in model_outputs)):
-        raise ValueError(f"the model outputs {model_outputs} are not the {tflite_lib.POSTPROCESS_OP} outputs "
+        raise ValueError(f"the model outputs {model_outputs} are not the {tflite_graph.POSTPROCESS_OP} outputs "
                          f"{op_outputs}")
     return [op_outputs.index(t) if t in op_outputs else 2 for t in model_outputs]
 
@@ -150,8 +150,8 @@ def _detection_outputs(fb) -> list:
     return [location, category, score, number]
 
 
-def detector_metadata(content: bytes, labels: Sequence[str], mean: Sequence[float] = (tflite_lib.INPUT_MEAN,),
-                      std: Sequence[float] = (tflite_lib.INPUT_STD,), name: str = "ObjectDetector",
+def detector_metadata(content: bytes, labels: Sequence[str], mean: Sequence[float] = (tflite_input.INPUT_MEAN,),
+                      std: Sequence[float] = (tflite_input.INPUT_STD,), name: str = "ObjectDetector",
                       description: str = "") -> bytes:
     """The metadata flatbuffer ("M001") for a detector .tflite with the NMS op."""
     fb = _metadata_schema()
@@ -173,7 +173,7 @@ def detector_metadata(content: bytes, labels: Sequence[str], mean: Sequence[floa
         "SpineNet RetinaNet detector (spinenet_tf); boxes as fractions of the input, classes index the label file.")
     metadata.subgraphMetadata = [subgraph]
     metadata.minParserVersion = _MIN_PARSER_VERSION
-    return tflite_lib.pack_flatbuffer(metadata, b"M001")
+    return tflite_flatbuffer.pack_flatbuffer(metadata, b"M001")
 
 
 def populate(content: bytes, metadata: bytes, files: dict[str, bytes]) -> bytes:
@@ -194,7 +194,7 @@ def populate(content: bytes, metadata: bytes, files: dict[str, bytes]) -> bytes:
         entry.name = METADATA_NAME
         entry.buffer = len(model.buffers) - 1
         model.metadata.append(entry)
-    packed = io.BytesIO(tflite_lib.pack_flatbuffer(model, b"TFL3"))
+    packed = io.BytesIO(tflite_flatbuffer.pack_flatbuffer(model, b"TFL3"))
     packed.seek(0, io.SEEK_END)
     with zipfile.ZipFile(packed, "a") as archive:
         for file_name, data in files.items():
@@ -206,7 +206,7 @@ def add_detector_metadata(content: bytes, labels: Sequence[str], **kwargs) -> by
     """A detector .tflite (with the NMS op) with metadata and label file embedded, ready for MediaPipe.
 
     Args:
-        content: The .tflite bytes from `tflite.convert`.
+        content: The .tflite bytes from `tflite_convert.convert`.
         labels: Names of the op's class indices 0..C-1 (one per line in the label file).
         **kwargs: mean, std (of the input normalisation), name, description.
 

@@ -1,16 +1,17 @@
 """Writing export results so that a failed export leaves nothing at the output path.
 
-Every exporter writes into a temporary sibling of the output (same directory, so the final `os.replace` is an
-atomic rename on one file system) and renames it only when everything succeeded.
+The output's directory is checked before any work (`check_writable`, one-line errors naming the flag); then every
+exporter writes into a temporary sibling of the output that replaces it only when everything succeeded
+(`spinenet_tf.atomic_files`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
+
+from spinenet_tf import atomic_files
 
 
 def check_writable(path: str, flag: str = "--output", directory: bool = False) -> str:
@@ -42,7 +43,8 @@ def check_writable(path: str, flag: str = "--output", directory: bool = False) -
 
 @contextlib.contextmanager
 def atomic_output(path: str, directory: bool = False, flag: str = "--output") -> Iterator[str]:
-    """Yields a temporary path next to `path`; on success it replaces `path`, on any error it is removed.
+    """`check_writable(path)`, then `atomic_files.atomic_path`: yields a temporary path next to `path`; on success
+    it replaces `path`, on any error it is removed.
 
     Args:
         path: The final file or directory.
@@ -53,21 +55,14 @@ def atomic_output(path: str, directory: bool = False, flag: str = "--output") ->
         with atomic_output("model.tflite") as tmp:
             open(tmp, "wb").write(data)
     """
-    path = check_writable(path, flag, directory)
-    parent, base = os.path.split(path)
-    tmp = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
-    target = tmp if directory else os.path.join(tmp, base)
-    try:
-        yield target
-        if directory and os.path.isdir(path):
-            shutil.rmtree(path)
-            os.replace(tmp, path)
-            tmp = None
-        elif directory:
-            os.replace(tmp, path)
-            tmp = None
-        else:
-            os.replace(target, path)
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_files.atomic_path(check_writable(path, flag, directory), directory) as tmp:
+        yield tmp
+
+
+def write_bytes(content: bytes, path: str, flag: str = "--output") -> str:
+    """Writes `content` (e.g. .tflite bytes) atomically: nothing is left at `path` if writing fails; returns the
+    absolute path."""
+    with atomic_output(path, flag=flag) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(content)
+    return os.path.abspath(path)

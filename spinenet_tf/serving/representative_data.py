@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from spinenet_tf.data import classification_input, detection_input
-from spinenet_tf.serving import tflite
+from spinenet_tf.serving import tflite_input
 
 
 def check_examples(dataset: tf.data.Dataset, task: str, flag: str = "--representative_data",
@@ -50,7 +50,7 @@ def _describe(element) -> str:
 def calibration_images(dataset: tf.data.Dataset, image_size: tuple[int, int], num_images: int,
                        task: str = "detection", flag: str = "--representative_data", spec: str = "") -> np.ndarray:
     """The first `num_images` images as the evaluation pipeline of `task` prepares them, as TFLite inputs
-    (`tflite.to_tflite_input`): float32 [n, H, W, 3].
+    (`tflite_input.to_tflite_input`): float32 [n, H, W, 3].
 
     Detection: resize keeping the aspect ratio, pad (`DetectionInput.eval_fn`); classification: centre crop,
     resize (`ClassificationInput.eval_fn`).
@@ -71,7 +71,7 @@ def calibration_images(dataset: tf.data.Dataset, image_size: tuple[int, int], nu
     images = [image.numpy() for image in dataset.take(num_images).map(prepare)]
     if not images:
         raise ValueError(f"{flag}={spec}: no examples to calibrate on")
-    return tflite.tflite_input_from_normalized(np.stack(images))
+    return tflite_input.tflite_input_from_normalized(np.stack(images))
 
 
 def representative_dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from spinenet_tf.data import classification_input, detection_input
+from spinenet_tf.detection import mask_ops
 
 
 def image_size_of(model) -> tuple[int, int]:
@@ -103,7 +104,7 @@ class DetectionModule(_ServingModule):
     @staticmethod
     def box_outputs(detections: dict, image_info: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
         """(the detection outputs with boxes in original pixels, clipped; the same boxes unclipped)."""
-        # Inverse of `transform_boxes` (as `detection_input.to_original_pixels`), in TF for the graph.
+        # Inverse of `box_ops.transform_boxes` (as `box_ops.to_original_pixels`), in TF for the graph.
         scale = tf.tile(image_info[:, 2], [1, 2])[:, None, :]
         offset = tf.tile(image_info[:, 3], [1, 2])[:, None, :]
         unclipped = (tf.cast(detections["boxes"], tf.float32) + offset) / scale
@@ -144,8 +145,9 @@ def reframe_masks(masks: tf.Tensor, boxes: tf.Tensor, frames: tf.Tensor) -> tf.T
     """Box-frame masks resampled into other boxes: bilinear samples at the frames' cell centres.
 
     A mask's `M x M` cells tile its box (cell (i, j) centred at `ymin + (i + 0.5) * h / M`, ...), as the mask head
-    and `detection_input.paste_masks` place them; sample positions outside the box are clamped to its edge cells,
-    as `paste_masks` does. When a frame equals its box the mask comes back unchanged.
+    and `mask_ops.paste_masks` place them; sample positions outside the box are clamped to its edge cells (the
+    sampler is `mask_ops.bilinear_sample`, as `paste_masks`'s). When a frame equals its box the mask comes back
+    unchanged.
 
     Args:
         masks: float32 `[B, D, M, M]` in the frames of `boxes`.
@@ -156,22 +158,18 @@ def reframe_masks(masks: tf.Tensor, boxes: tf.Tensor, frames: tf.Tensor) -> tf.T
         float32 `[B, D, M, M]`.
     """
     size = masks.shape[-1]
-    cells = (tf.range(size, dtype=tf.float32) + 0.5) / size
+    masks = tf.cast(masks, tf.float32)
+    boxes, frames = tf.cast(boxes, tf.float32), tf.cast(frames, tf.float32)
 
-    def sample(values, start, stop, new_start, new_stop, axis):
-        centres = new_start[..., None] + cells * (new_stop - new_start)[..., None]   # [B, D, M]
+    def cells(start, stop, new_start, new_stop):   # the frames' cell centres in the boxes' cell index coordinates
+        centres = mask_ops.cell_centres(new_start, new_stop - new_start, size)   # [B, D, M]
         length = tf.maximum(stop - start, 1e-6)[..., None]
-        position = tf.clip_by_value((centres - start[..., None]) / length * size - 0.5, 0.0, size - 1.0)
-        low = tf.floor(position)
-        weight = position - low
-        low = tf.cast(low, tf.int32)
-        high = tf.minimum(low + 1, size - 1)
-        weight = weight[..., :, None] if axis == 2 else weight[..., None, :]
-        return (tf.gather(values, low, axis=axis, batch_dims=2) * (1.0 - weight)
-                + tf.gather(values, high, axis=axis, batch_dims=2) * weight)
+        return tf.reshape((centres - start[..., None]) / length * size - 0.5, [-1, size])
 
-    rows = sample(masks, boxes[..., 0], boxes[..., 2], frames[..., 0], frames[..., 2], axis=2)
-    return sample(rows, boxes[..., 1], boxes[..., 3], frames[..., 1], frames[..., 3], axis=3)
+    rows = cells(boxes[..., 0], boxes[..., 2], frames[..., 0], frames[..., 2])
+    cols = cells(boxes[..., 1], boxes[..., 3], frames[..., 1], frames[..., 3])
+    sampled = mask_ops.bilinear_sample(tf.reshape(masks, [-1, size, size]), rows, cols)
+    return tf.reshape(sampled, tf.shape(masks))
 
 
 class ClassificationModule(_ServingModule):
@@ -204,7 +202,7 @@ def serving_module(model) -> _ServingModule:
         TypeError: For any other model.
     """
     from spinenet_tf.classification import Classifier
-    from spinenet_tf.detection.maskrcnn import MaskRCNN
+    from spinenet_tf.detection.maskrcnn.model import MaskRCNN
     from spinenet_tf.detection.retinanet import RetinaNet
 
     if isinstance(model, RetinaNet):

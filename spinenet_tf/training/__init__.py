@@ -1,1 +1,2 @@
-"""Training support shared by the models and (later) `python -m spinenet_tf.train`."""
+"""Training behind `python -m spinenet_tf.train`: the config, tasks, optimizers, the distribution strategy and the
+trainer (`loop`)."""

@@ -11,20 +11,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Mapping
 
-from spinenet_tf import registry
+from spinenet_tf import atomic_files, models, registry
+from spinenet_tf.image_size import parse_image_size  # the `--image_size` parser train.py reads from here
 
-TASKS = ("detection", "instance_segmentation", "classification")
+TASKS = models.TASKS
 MODES = ("train", "eval", "train_and_eval")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
 MIXED_PRECISION = ("none", "bfloat16", "float16")
-CONFIG_FILE = "train_config.json"
-
+CONFIG_FILE = models.CONFIG_FILE
 # Fields that define the network: a resumed run must agree on them, `export` rebuilds the model from them.
-MODEL_FIELDS = ("task", "model", "image_size", "num_classes", "model_overrides")
+MODEL_FIELDS = models.MODEL_FIELDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +78,13 @@ class RuntimeConfig:
     keep_checkpoints: int = 5
     eval_interval: int = 0               # train_and_eval: evaluate every N steps (0 = only at the end)
     log_steps: int = 100
-    progress_bar: bool = False
+    progress_bar: bool | None = None     # None = when stdout is a terminal (`show_progress_bar`)
+
+    def show_progress_bar(self) -> bool:
+        """`progress_bar`, or by default whether stdout is a terminal (so logs written to a file stay clean)."""
+        if self.progress_bar is not None:
+            return self.progress_bar
+        return sys.stdout.isatty()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +104,7 @@ class TrainConfig:
         eval_batch_size: Evaluation batch.
         train_steps: Optimizer steps in all (a resumed run continues to this count).
         precise_bn_batches: After the last step, re-estimate batch-norm moving statistics on this many training
-            batches (`spinenet_tf.training.precise_bn`; 0 = off). For short, fast-moving runs.
+            batches (`spinenet_tf.layers.precise_bn`; 0 = off). For short, fast-moving runs.
     """
 
     task: str
@@ -190,22 +197,19 @@ class TrainConfig:
         return cls(**data)
 
     def save(self, model_dir: str | None = None) -> str:
-        path = os.path.join(model_dir or self.model_dir, CONFIG_FILE)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        temporary = path + ".tmp"
-        with open(temporary, "w") as f:
-            f.write(self.to_json())
-        os.replace(temporary, path)  # a kill mid-write never leaves half a config
-        return path
+        # Atomic: a kill mid-write never leaves half a config.
+        return atomic_files.write_text(os.path.join(model_dir or self.model_dir, CONFIG_FILE), self.to_json())
 
     @classmethod
     def load(cls, model_dir: str) -> TrainConfig:
         """The config saved in `model_dir` by a training run; FileNotFoundError names the file if absent."""
-        path = os.path.join(model_dir, CONFIG_FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: no training config (is {model_dir} a training --model_dir?)")
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        return cls.from_dict(models.read_config_file(model_dir))
+
+    def model_config(self) -> models.ModelConfig:
+        """The model part (what `models.build_model` builds), with the L2 term of the optimizer's weight decay."""
+        return models.ModelConfig(self.task, self.model, tuple(self.image_size), self.num_classes,
+                                  dict(self.model_overrides),
+                                  models.loss_weight_decay(self.optimizer.optimizer, self.optimizer.weight_decay))
 
     def model_differences(self, other: TrainConfig) -> list[str]:
         """The model-defining fields where `other` differs, as "field: saved -> new" strings."""
@@ -225,19 +229,6 @@ def _size_text(size) -> str:
 def _check_choice(flag: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{flag}={value!r}: must be one of {', '.join(choices)}")
-
-
-def parse_image_size(text: str) -> tuple[int, int]:
-    """"640" -> (640, 640); "640,512" -> (640, 512) (H, W)."""
-    try:
-        sides = tuple(int(side) for side in str(text).split(","))
-    except ValueError:
-        raise ValueError(f"--image_size={text}: give H or H,W (integers)") from None
-    if len(sides) == 1:
-        sides *= 2
-    if len(sides) != 2:
-        raise ValueError(f"--image_size={text}: give H or H,W (integers)")
-    return sides
 
 
 def parse_overrides(items) -> dict:

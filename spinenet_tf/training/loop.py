@@ -1,13 +1,13 @@
 """The training loop: a `TrainConfig` in, checkpoints, TensorBoard logs and metrics in `model_dir` out.
 
-A custom loop over `tf.distribute` (default, mirrored, multi-worker or TPU strategy), like Model Garden's Orbit
-trainers, so that every step is ours to check:
+A custom loop over `tf.distribute` (default, mirrored, multi-worker or TPU strategy, `training.strategy`), like
+Model Garden's Orbit trainers, so that every step is ours to check:
 
-- **Checkpoints** every `checkpoint_steps` (the last `keep_checkpoints` kept) and at the end, with
-  `tf.train.CheckpointManager` over the model and optimizer (step = `optimizer.iterations`). Started again with the
-  same command, a run resumes from its last checkpoint: same step count, same weights and optimizer slots. The data
-  order is not part of a checkpoint; a resumed run reshuffles with a seed derived from its start step, so it does
-  not replay the batches it already saw.
+- **Checkpoints** every `checkpoint_steps` (the last `keep_checkpoints` kept) and at the end, over the model and
+  optimizer (step = `optimizer.iterations`; layout and restoring in `spinenet_tf.checkpoints`). Started again with
+  the same command, a run resumes from its last checkpoint: same step count, same weights and optimizer slots. The
+  data order is not part of a checkpoint; a resumed run reshuffles with a seed derived from its start step, so it
+  does not replay the batches it already saw.
 - **Non-finite loss** stops the run before anything is saved: the last good checkpoint stays the latest. So
   does an update that leaves a weight or optimizer slot non-finite after a finite loss (a huge learning rate
   overflows the momentum first): every float variable is checked before each save.
@@ -31,10 +31,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from spinenet_tf.training import optimizers, precise_bn, tasks
-from spinenet_tf.training.config import TrainConfig
+from spinenet_tf import atomic_files, checkpoints
+from spinenet_tf.layers import precise_bn
+from spinenet_tf.training import optimizers, strategy as strategy_lib, tasks
+from spinenet_tf.training.config import CONFIG_FILE, TrainConfig
 
-CHECKPOINT_DIR = "checkpoints"
 EVAL_METRICS_FILE = "eval_metrics.json"
 
 
@@ -42,75 +43,12 @@ class TrainingError(RuntimeError):
     """The run cannot go on (non-finite loss, a config that does not match the checkpoint's)."""
 
 
-# === Strategy ===
-def make_strategy(runtime) -> tf.distribute.Strategy:
-    """The `tf.distribute` strategy of `--strategy` (multi_worker reads TF_CONFIG; tpu connects to `--tpu`)."""
-    if runtime.strategy == "default":
-        return tf.distribute.get_strategy()
-    if runtime.strategy == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if runtime.strategy == "multi_worker":
-        if not os.environ.get("TF_CONFIG"):
-            raise ValueError("--strategy=multi_worker: set TF_CONFIG (cluster and task) for every worker")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if runtime.strategy == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=runtime.tpu)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"--strategy={runtime.strategy!r}: unknown")
-
-
-def _worker(strategy) -> tuple[bool, int]:
-    """(is_chief, task_id) of this process."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
-        return True, 0
-    task_type, task_id = resolver.task_type, resolver.task_id or 0
-    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0
-                                            and "chief" not in resolver.cluster_spec().as_dict()), task_id
-
-
-# === Model and checkpoints ===
-def build_model(config: TrainConfig) -> keras.Model:
-    """The Keras model a config describes (`num_classes` must be set: saved configs always have it)."""
-    if not config.num_classes:
-        raise ValueError("build_model: config.num_classes is 0; use the config saved in model_dir")
-    task = tasks.make_task(dataclasses.replace(config, input=dataclasses.replace(config.input, train_data=None,
-                                                                                 eval_data=None)))
-    return task.build_model(config.num_classes)
-
-
 def trained_model(config: TrainConfig) -> tuple[tasks.Task, keras.Model]:
     """The task (with its data sources) and model of a run in `config.model_dir`, with its latest weights."""
     task = tasks.make_task(config)
     model = task.build_model(config.num_classes)
-    restore_model(model, config.model_dir)
+    checkpoints.restore_model(model, config.model_dir)
     return task, model
-
-
-def latest_checkpoint(model_dir: str) -> str | None:
-    return tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
-
-
-def restore_model(model: keras.Model, model_dir: str | None = None, checkpoint: str | None = None) -> str:
-    """Loads weights of a training checkpoint into `model` (optimizer state is ignored); returns the path.
-
-    Raises:
-        ValueError: one line naming the checkpoint if there is none, or if it does not fit the model.
-    """
-    path = checkpoint or (latest_checkpoint(model_dir) if model_dir else None)
-    if not path:
-        raise ValueError(f"{model_dir}: no checkpoint in {os.path.join(model_dir or '', CHECKPOINT_DIR)}")
-    if not tf.io.gfile.exists(path + ".index"):
-        raise ValueError(f"{path}: not a checkpoint (no {os.path.basename(path)}.index)")
-    try:
-        # A variable that already exists is restored inside restore() itself, so a shape mismatch raises there.
-        status = tf.train.Checkpoint(model=model).restore(path)
-        status.expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as error:
-        raise ValueError(f"{path}: does not match {model.name}: {str(error).splitlines()[0]}") from None
-    return path
 
 
 # === The run ===
@@ -120,14 +58,14 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, flags_text: str | None):
         self.config = config
-        self.strategy = make_strategy(config.runtime)
+        self.strategy = strategy_lib.make_strategy(config.runtime)
         replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % replicas:
             raise ValueError(f"--batch_size={config.batch_size}: not divisible by the {replicas} replicas of "
                              f"--strategy={config.runtime.strategy}")
-        self.is_chief, self.task_id = _worker(self.strategy)
+        self.is_chief, self.task_id = strategy_lib.worker_role(self.strategy)
         self.task = tasks.make_task(config)  # parses the data flags: bad paths fail here, before any work
-        saved_path = os.path.join(config.model_dir, "train_config.json")
+        saved_path = os.path.join(config.model_dir, CONFIG_FILE)
         if os.path.exists(saved_path):
             saved = TrainConfig.load(config.model_dir)
             if not config.num_classes:
@@ -144,7 +82,7 @@ class Trainer:
         if self.is_chief and config.mode != "eval":
             config.save()
             if flags_text is not None:
-                _write_text(os.path.join(config.model_dir, "flags.txt"), flags_text)
+                atomic_files.write_text(os.path.join(config.model_dir, "flags.txt"), flags_text)
         with self.strategy.scope():
             self.model = self.task.build_model(config.num_classes)
             self.optimizer = optimizers.build_optimizer(config.optimizer, config.train_steps,
@@ -152,34 +90,31 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         self._finite_check = None  # built on the first save (first_non_finite_variable)
-        chief_dir = os.path.join(config.model_dir, CHECKPOINT_DIR)
-        own_dir = chief_dir if self.is_chief else os.path.join(config.model_dir, "workers", f"worker-{self.task_id}",
-                                                               CHECKPOINT_DIR)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, own_dir, config.runtime.keep_checkpoints)
-        self.chief_dir = chief_dir
+        self.manager = checkpoints.manager(self.checkpoint, config.model_dir, config.runtime.keep_checkpoints,
+                                           task_id=None if self.is_chief else self.task_id)
+        self.chief_dir = checkpoints.checkpoint_dir(config.model_dir)
 
     @property
     def step(self) -> int:
         return int(self.optimizer.iterations.numpy())
 
     def restore(self) -> str | None:
-        path = tf.train.latest_checkpoint(self.chief_dir)
+        """Resumes from the chief's latest checkpoint (model and optimizer), if any; returns its path."""
+        path = checkpoints.latest_checkpoint(self.config.model_dir)
         if path:
             try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
-            except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as error:
-                raise TrainingError(f"{path}: does not match {self.model.name} and its optimizer: "
-                                    f"{str(error).splitlines()[0]}; use another --model_dir") from None
+                checkpoints.restore(self.checkpoint, path, f"{self.model.name} and its optimizer")
+            except ValueError as error:
+                raise TrainingError(f"{error}; use another --model_dir") from None
             logging.info("restored %s (step %d)", path, self.step)
         return path
 
     def save(self) -> None:
-        path = self.manager.save(checkpoint_number=self.step)
-        logging.info("saved %s", path)
+        checkpoints.save(self.manager, self.step)
 
     def _stopped(self, reason: str) -> TrainingError:
         """The one-line error of a run stopped before saving: `reason`, then the checkpoint that stays the latest."""
-        kept = tf.train.latest_checkpoint(self.chief_dir) or "none"
+        kept = checkpoints.latest_checkpoint(self.config.model_dir) or "none"
         return TrainingError(f"{reason} training stopped, nothing saved; the last good checkpoint is {kept}")
 
     def first_non_finite_variable(self) -> str | None:
@@ -197,6 +132,9 @@ class Trainer:
     def evaluate(self) -> dict:
         if not self.is_chief:
             return {}
+        input_config = self.config.input
+        logging.info("evaluating step %d on %s%s ...", self.step, input_config.eval_data,
+                     f" (first {input_config.num_eval_examples} examples)" if input_config.num_eval_examples else "")
         start = time.time()
         metrics = self.task.evaluate(self.model, self.task.eval_dataset())
         metrics = {"step": self.step, **metrics, "eval_seconds": round(time.time() - start, 1)}
@@ -211,7 +149,7 @@ class Trainer:
         writer.close()
         path = os.path.join(self.config.model_dir, EVAL_METRICS_FILE)
         records = json.load(open(path)) if os.path.exists(path) else []
-        _write_text(path, json.dumps(records + [metrics], indent=2))
+        atomic_files.write_text(path, json.dumps(records + [metrics], indent=2))
         return metrics
 
     # === Training ===
@@ -239,6 +177,7 @@ class Trainer:
 
     def reestimate_batch_norm(self) -> int:
         """Precise batch norm on `config.precise_bn_batches` fresh training batches (augmented, as in training)."""
+        logging.info("re-estimating batch-norm statistics on %d training batches ...", self.config.precise_bn_batches)
         start = time.time()
         images = (images for images, _ in self.task.train_dataset())
         used = precise_bn.reestimate(self.model, images, self.config.precise_bn_batches)
@@ -260,7 +199,7 @@ class Trainer:
         writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train")) if self.is_chief \
             else tf.summary.create_noop_writer()
         progress = keras.utils.Progbar(config.train_steps, stateful_metrics=["loss"]) \
-            if runtime.progress_bar and self.is_chief else None
+            if runtime.show_progress_bar() and self.is_chief else None
         totals, count, window_start = {}, 0, time.time()
         logging.info("training %s from step %d to %d, global batch %d on %d replica(s)", config.model, start_step,
                      config.train_steps, config.batch_size, self.strategy.num_replicas_in_sync)
@@ -321,10 +260,3 @@ def run(config: TrainConfig, flags_text: str | None = None) -> dict:
     trainer.train()
     return trainer.evaluate() if config.mode == "train_and_eval" else {}
 
-
-def _write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as f:
-        f.write(text)
-    os.replace(temporary, path)

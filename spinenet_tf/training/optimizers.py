@@ -1,32 +1,13 @@
-"""Optimizers and learning-rate schedules for training (`build_optimizer`, `WarmupSchedule`)."""
+"""Optimizers and learning-rate schedules for training (`build_optimizer`, `WarmupSchedule`).
+
+The L2 term SGD adds to the loss is the models' own (`spinenet_tf.layers.keras_fit.l2_loss`).
+"""
 
 from __future__ import annotations
 
 import math
 
 import keras
-import tensorflow as tf
-
-
-def l2_loss(weights, weight_decay: float) -> tf.Tensor:
-    """weight_decay / 2 * sum of squared kernels among `weights` (conv, depthwise and dense; not biases or batch
-    norm): Model Garden's `l2(weight_decay / 2)` kernel regularizers, summed."""
-    kernels = [w for w in weights if w.path.endswith("kernel")]
-    if not weight_decay or not kernels:
-        return tf.constant(0.0)
-    # tf.nn.l2_loss (sum / 2, one op, as tf_keras's L2 regularizer): loss + gradient 12.5 ms against 19 ms for
-    # reduce_sum(square) over Mask R-CNN-49's 40.8M weights on the 2-core CPU.
-    return weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(w, tf.float32)) for w in kernels])
-
-
-def build_slots(model: keras.Model) -> None:
-    """Creates the compiled optimizer's slot variables now.
-
-    Created inside the first traced train step instead, they make Keras trace that step twice (measured for
-    RetinaNet SpineNet-Mobile-49XS: first `fit` step 106 s -> 64 s of CPU). `compile()` of our models calls this.
-    """
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")

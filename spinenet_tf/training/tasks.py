@@ -9,16 +9,18 @@ its image classification task (softmax cross-entropy with label smoothing, top-1
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-import spinenet_tf
+from spinenet_tf import models
 from spinenet_tf.data import detection_input, sources
 from spinenet_tf.detection import losses as detection_losses
-from spinenet_tf.detection import maskrcnn_training
-from spinenet_tf.training import optimizers
+from spinenet_tf.detection.maskrcnn import training as maskrcnn_training
+from spinenet_tf.layers import keras_fit
 from spinenet_tf.training.config import TrainConfig
 
 
@@ -54,9 +56,12 @@ class Task:
 
     def model_weight_decay(self) -> float:
         """The L2 term the model adds to its loss: the optimizer's weight decay for SGD (MG's l2 regularizers);
-        none for AdamW, whose decay is decoupled."""
-        optimizer = self.config.optimizer
-        return optimizer.weight_decay if optimizer.optimizer == "sgd" else 0.0
+        none for AdamW, whose decay is decoupled (`models.loss_weight_decay`)."""
+        return self.config.model_config().weight_decay
+
+    def _build_model(self, num_classes: int) -> keras.Model:
+        """The model of the config's model fields (`models.build_model`) with `num_classes` head classes."""
+        return models.build_model(dataclasses.replace(self.config.model_config(), num_classes=num_classes))
 
     def train_dataset(self, input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
         """Endless, shuffled, augmented batches of (images, labels) for one replica (or the whole batch)."""
@@ -96,8 +101,7 @@ class DetectionTask(Task):
     def _build_detector(self, num_classes: int, **input_settings) -> None:
         """The registry detector (SGD's L2 in the model) and its `DetectionInput` parser, from the flags."""
         config = self.config
-        overrides = {"weight_decay": self.model_weight_decay(), **config.model_overrides}
-        self.model = spinenet_tf.build_detector(config.model, num_classes, config.image_size, **overrides)
+        self.model = self._build_model(num_classes)
         input_config = detection_input.DetectionInputConfig(
             config.image_size, max_instances=config.input.max_instances, aug_scale_min=config.input.aug_scale_min,
             aug_scale_max=config.input.aug_scale_max, horizontal_flip=config.input.horizontal_flip,
@@ -189,8 +193,7 @@ class ClassificationTask(Task):
         from spinenet_tf.data import classification_input
 
         config = self.config
-        self.model = spinenet_tf.build_classifier(config.model, num_classes, config.image_size,
-                                                  **config.model_overrides)
+        self.model = self._build_model(num_classes)
         parser = classification_input.ClassificationInput(config.image_size,
                                                           horizontal_flip=config.input.horizontal_flip)
         self.train_fn, self.eval_fn = parser.train_fn, parser.eval_fn
@@ -201,7 +204,7 @@ class ClassificationTask(Task):
         one_hot = tf.one_hot(tf.cast(labels, tf.int32), model.num_classes)
         cross_entropy = tf.reduce_mean(keras.losses.categorical_crossentropy(
             one_hot, logits, from_logits=True, label_smoothing=model.label_smoothing))
-        l2 = optimizers.l2_loss(model.trainable_weights, self.model_weight_decay())
+        l2 = keras_fit.l2_loss(model.trainable_weights, self.model_weight_decay())
         return {"loss": cross_entropy + l2, "cross_entropy": cross_entropy, "l2_loss": l2}
 
     def evaluate(self, model, dataset) -> dict[str, float]:

@@ -88,14 +88,14 @@ def test_benchmark_takes_given_inputs_and_names_a_mismatch_in_one_line(tiny_tfli
 
 
 @pytest.mark.parametrize("tool, flags", [("benchmark.py", ["--xnnpack=maybe"]), ("evaluate.py", [])])
-def test_cli_prints_one_line_and_exits_1(tiny_tflite, tmp_path, tool, flags):
+def test_cli_prints_one_line_and_exits_2(tiny_tflite, tmp_path, tool, flags):
     missing = tmp_path / "missing.tflite"
-    expected = {"benchmark.py": "tflite/benchmark.py: error: --xnnpack=maybe: give true or false",
-                "evaluate.py": f"tflite/evaluate.py: error: {missing}: no such .tflite file"}[tool]
+    expected = {"benchmark.py": "error: --xnnpack=maybe: give true or false",
+                "evaluate.py": f"error: {missing}: no such .tflite file"}[tool]
     model = tiny_tflite if tool == "benchmark.py" else missing
     result = subprocess.run([sys.executable, os.path.join(_ROOT, "tflite", tool), f"--model={model}", *flags],
                             capture_output=True, text=True, cwd=_ROOT,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": _ROOT})
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == expected
     assert "python tflite/" not in result.stderr  # no usage dump

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import export_testing
-from spinenet_tf.data import builtin_shapes, classification_input
+from spinenet_tf.data import builtin_shapes, builtin_shapes_dataset, classification_input
 from spinenet_tf.litert import interpreter as interpreter_lib
 from spinenet_tf.serving import representative_data
-from spinenet_tf.serving import tflite as tflite_lib
+from spinenet_tf.serving import tflite_convert, tflite_input
 
 pytestmark = [pytest.mark.slow, pytest.mark.litert]
 
@@ -27,27 +27,28 @@ def classifier():
 @pytest.fixture(scope="module")
 def val_split():
     parser = classification_input.ClassificationInput(export_testing.IMAGE_SIZE)
-    examples = builtin_shapes.as_classification_dataset("validation", _NUM_VAL, image_size=export_testing.IMAGE_SIZE)
+    examples = builtin_shapes_dataset.as_classification_dataset("validation", _NUM_VAL,
+                                                                image_size=export_testing.IMAGE_SIZE)
     pairs = list(examples.map(parser.eval_fn).as_numpy_iterator())
     return np.stack([p[0] for p in pairs]), np.array([p[1] for p in pairs])   # normalised as in training
 
 
 @pytest.fixture(scope="module")
 def calibration():
-    train = builtin_shapes.as_classification_dataset("train", 100, image_size=export_testing.IMAGE_SIZE)
+    train = builtin_shapes_dataset.as_classification_dataset("train", 100, image_size=export_testing.IMAGE_SIZE)
     images = representative_data.calibration_images(train, export_testing.IMAGE_SIZE, 100, task="classification")
     return representative_data.representative_dataset(images)
 
 
 def _top1(model: interpreter_lib.TFLiteModel, images: np.ndarray) -> np.ndarray:
-    return np.array([np.argmax(model(tflite_lib.tflite_input_from_normalized(image))["logits"]) for image in images])
+    return np.array([np.argmax(model(tflite_input.tflite_input_from_normalized(image))["logits"]) for image in images])
 
 
 def test_float_tflite_top1_equals_keras(classifier, val_split):
     images, labels = val_split
     keras_logits = classifier.predict(images, verbose=0)
-    model = interpreter_lib.TFLiteModel(tflite_lib.convert(classifier, "none"), num_threads=2)
-    tflite_logits = np.concatenate([model(tflite_lib.tflite_input_from_normalized(image))["logits"]
+    model = interpreter_lib.TFLiteModel(tflite_convert.convert(classifier, "none"), num_threads=2)
+    tflite_logits = np.concatenate([model(tflite_input.tflite_input_from_normalized(image))["logits"]
                                     for image in images])
     np.testing.assert_allclose(tflite_logits, keras_logits, atol=1e-3 * np.abs(keras_logits).max())
     np.testing.assert_array_equal(tflite_logits.argmax(-1), keras_logits.argmax(-1))
@@ -68,7 +69,7 @@ def test_int8_tflite_top1_agrees_with_keras(classifier, val_split, calibration, 
     # holds for over 40% of the images; below that a near-tie may go either way.
     images, _ = val_split
     keras_logits = classifier.predict(images, verbose=0)
-    content = tflite_lib.convert(classifier, "int8", calibration, io_type=io_type)
+    content = tflite_convert.convert(classifier, "int8", calibration, io_type=io_type)
     model = interpreter_lib.TFLiteModel(content, num_threads=2)
     assert np.dtype(model.input["dtype"]) == np.dtype(io_type)
     agree = _top1(model, images) == keras_logits.argmax(-1)
@@ -85,6 +86,6 @@ def test_int8_tflite_top1_agrees_with_keras(classifier, val_split, calibration, 
 
 def test_integer_io_is_refused_for_detectors_and_float_models(classifier):
     with pytest.raises(ValueError, match=r"^--io_type=int8: integer input/output needs --quantization=int8$"):
-        tflite_lib.convert(classifier, "dynamic", io_type="int8")
+        tflite_convert.convert(classifier, "dynamic", io_type="int8")
     with pytest.raises(ValueError, match=r"^--quantization=int8 needs calibration images"):
-        tflite_lib.convert(classifier, "int8")
+        tflite_convert.convert(classifier, "int8")

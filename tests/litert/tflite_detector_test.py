@@ -16,11 +16,11 @@ import pytest
 import tensorflow as tf
 
 import export_testing
-from spinenet_tf.data import builtin_shapes, detection_input
+from spinenet_tf.data import builtin_shapes, builtin_shapes_dataset, detection_input
 from spinenet_tf.litert import evaluate as evaluate_lib
 from spinenet_tf.litert import interpreter as interpreter_lib
 from spinenet_tf.serving import metadata, representative_data, signatures
-from spinenet_tf.serving import tflite as tflite_lib
+from spinenet_tf.serving import tflite_convert, tflite_graph, tflite_input
 
 pytestmark = [pytest.mark.slow, pytest.mark.litert]
 
@@ -38,21 +38,21 @@ def detector():
 
 @pytest.fixture(scope="module")
 def val_images():
-    return [e["image"] for e in builtin_shapes.as_dataset("validation", _NUM_VAL,
+    return [e["image"] for e in builtin_shapes_dataset.as_dataset("validation", _NUM_VAL,
                                                           image_size=export_testing.IMAGE_SIZE).as_numpy_iterator()]
 
 
 @pytest.fixture(scope="module")
 def float_tflite(detector):
-    return tflite_lib.convert(detector, "none")
+    return tflite_convert.convert(detector, "none")
 
 
 @pytest.fixture(scope="module")
 def int8_tflite(detector):
     # 100 training images, prepared as evaluation prepares images (representative_data).
-    train = builtin_shapes.as_dataset("train", 100, image_size=export_testing.IMAGE_SIZE)
+    train = builtin_shapes_dataset.as_dataset("train", 100, image_size=export_testing.IMAGE_SIZE)
     images = representative_data.calibration_images(train, export_testing.IMAGE_SIZE, 100)
-    content = tflite_lib.convert(detector, "int8", representative_data.representative_dataset(images))
+    content = tflite_convert.convert(detector, "int8", representative_data.representative_dataset(images))
     return metadata.add_detector_metadata(content, list(builtin_shapes.CLASS_NAMES))
 
 
@@ -109,7 +109,7 @@ def test_float_tflite_has_the_nms_op_and_four_float_outputs(float_tflite):
     outputs = model(np.zeros([1, *export_testing.IMAGE_SIZE, 3], np.float32))
     assert {k: v.shape for k, v in outputs.items()} == {"detection_boxes": (1, 100, 4), "detection_classes": (1, 100),
                                                        "detection_scores": (1, 100), "num_detections": (1,)}
-    assert tflite_lib.POSTPROCESS_OP.encode() in float_tflite
+    assert tflite_graph.POSTPROCESS_OP.encode() in float_tflite
 
 
 def _assert_detections_match(detector, model, images) -> None:
@@ -134,7 +134,7 @@ def test_regular_nms_matches_per_class_saved_model_with_one_thread(val_images):
     # kernel drops every detection of one class (class 2 of 6 with 2 threads, on every image we tried).
     per_class = export_testing.trained_detector()[0]
     assert not per_class.decode_config["class_agnostic"]
-    content = tflite_lib.convert(per_class, "none", postprocess=tflite_lib.PostProcessConfig.from_model(
+    content = tflite_convert.convert(per_class, "none", postprocess=tflite_graph.PostProcessConfig.from_model(
         per_class, use_regular_nms=True))
     _assert_detections_match(per_class, interpreter_lib.TFLiteModel(content, num_threads=1), val_images[:20])
 
@@ -181,7 +181,7 @@ def _score_step(content: bytes) -> float:
     interpreter = litert.Interpreter(model_content=content,
                                      experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     ops = interpreter._get_ops_details()  # pylint: disable=protected-access
-    scores = next(op["inputs"][1] for op in ops if op["op_name"] == tflite_lib.POSTPROCESS_OP)
+    scores = next(op["inputs"][1] for op in ops if op["op_name"] == tflite_graph.POSTPROCESS_OP)
     dequantize = next(op for op in ops if scores in op["outputs"])
     assert dequantize["op_name"] == "DEQUANTIZE"
     return float(interpreter.get_tensor_details()[dequantize["inputs"][0]]["quantization"][0]) / 4
@@ -201,7 +201,7 @@ def test_int8_metadata_runs_in_mediapipe_object_detector_like_litert(int8_tflite
     options = vision.ObjectDetectorOptions(base_options=base_options_lib.BaseOptions(model_asset_path=str(path)),
                                            score_threshold=threshold, max_results=100)
     model = interpreter_lib.TFLiteModel(int8_tflite, num_threads=2)
-    # Same file, same XNNPACK kernels, and inputs that are exact in float (serving/tflite.py: (p - 128) / 128), so
+    # Same file, same XNNPACK kernels, and inputs that are exact in float (serving/tflite_input.py: (p - 128) / 128), so
     # scores should agree exactly; one int8 step of the logits (read from the model, as a score change) is the
     # tolerance a single rounding difference anywhere in the body could cause. (With the old 127.5 input encoding
     # they were 4 int8 steps apart at the median: every pixel sat on an int8 rounding boundary.)
@@ -236,10 +236,10 @@ def test_int8_metadata_runs_in_mediapipe_object_detector_like_litert(int8_tflite
 
 
 def test_raw_outputs_keep_box_codes_and_sigmoid_scores(detector):
-    content = tflite_lib.convert(detector, "none", raw_outputs=True)
+    content = tflite_convert.convert(detector, "none", raw_outputs=True)
     model = interpreter_lib.TFLiteModel(content)
     pixels = np.random.default_rng(0).uniform(0, 255, [*export_testing.IMAGE_SIZE, 3]).astype(np.float32)
-    outputs = model(tflite_lib.to_tflite_input(pixels))
+    outputs = model(tflite_input.to_tflite_input(pixels))
     expected = detector(detection_input.normalize_image(pixels)[None], training=False)
     np.testing.assert_allclose(outputs["raw_boxes"], expected["box_outputs"], atol=1e-4)
     np.testing.assert_allclose(outputs["raw_scores"], tf.sigmoid(expected["cls_outputs"]), atol=1e-5)

@@ -1,4 +1,4 @@
-"""The TFLite graph of `spinenet_tf.serving.tflite` on small untrained models, fast (issue 5).
+"""The TFLite graph of `spinenet_tf.serving.tflite_graph` on small untrained models, fast (issue 5).
 
 The input normalisation is one subtraction with the per-channel scale folded into the stem conv, so the float
 .tflite must compute the Keras model on the ImageNet-normalised image; with `clip_boxes` off the NMS op gets the raw
@@ -18,7 +18,7 @@ import tensorflow as tf
 import spinenet_tf
 from spinenet_tf.data import detection_input
 from spinenet_tf.litert import interpreter as interpreter_lib
-from spinenet_tf.serving import tflite
+from spinenet_tf.serving import tflite_convert, tflite_graph, tflite_input
 
 pytestmark = pytest.mark.litert
 
@@ -47,16 +47,16 @@ def _ops(content: bytes) -> collections.Counter:
 
 
 def test_input_offset_and_scale_give_the_imagenet_normalisation(pixels):
-    offset, scale = tflite.input_offset_and_scale()
+    offset, scale = tflite_input.input_offset_and_scale()
     expected = detection_input.normalize_image(pixels).numpy()
-    np.testing.assert_allclose((tflite.to_tflite_input(pixels) - offset) * scale, expected, atol=2e-6)
+    np.testing.assert_allclose((tflite_input.to_tflite_input(pixels) - offset) * scale, expected, atol=2e-6)
 
 
 def test_folded_copy_equals_the_model_on_scaled_input_and_leaves_it_alone(detector, pixels):
     before = [w.copy() for w in detector.get_weights()]
-    offset, scale = tflite.input_offset_and_scale()
-    folded = tflite.fold_input_scale(detector, scale)
-    x = tflite.to_tflite_input(pixels)[None] - offset
+    offset, scale = tflite_input.input_offset_and_scale()
+    folded = tflite_graph.fold_input_scale(detector, scale)
+    x = tflite_input.to_tflite_input(pixels)[None] - offset
     ours, expected = folded(x, training=False), detector(x * scale, training=False)
     for key in ("box_outputs", "cls_outputs"):
         np.testing.assert_allclose(ours[key], expected[key], atol=1e-4, rtol=1e-4)
@@ -64,7 +64,7 @@ def test_folded_copy_equals_the_model_on_scaled_input_and_leaves_it_alone(detect
 
 
 def test_float_raw_outputs_match_keras_on_the_normalised_image(detector, pixels):
-    content = tflite.convert(detector, "none", raw_outputs=True)
+    content = tflite_convert.convert(detector, "none", raw_outputs=True)
     ops = _ops(content)
     assert ops["SUB"] == 1 and "DIV" not in ops  # the normalisation: one subtraction, the scale in the stem conv
     # ... on rows of many pixels, not broadcast over an innermost axis of 3 (5x slower with XNNPACK).
@@ -73,15 +73,15 @@ def test_float_raw_outputs_match_keras_on_the_normalised_image(detector, pixels)
     tensors = {details["index"]: details for details in interpreter.get_tensor_details()}
     shapes = [tuple(tensors[i]["shape"]) for i in sub["inputs"]]
     assert sorted(shapes, key=len) == [(96,), (SIZE * SIZE // 32, 96)], shapes
-    out = interpreter_lib.TFLiteModel(content)(tflite.to_tflite_input(pixels))
+    out = interpreter_lib.TFLiteModel(content)(tflite_input.to_tflite_input(pixels))
     expected = detector(detection_input.normalize_image(pixels)[None], training=False)
     np.testing.assert_allclose(out["raw_boxes"], expected["box_outputs"], atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(out["raw_scores"], tf.sigmoid(expected["cls_outputs"]), atol=1e-5)
 
 
 def test_clip_boxes_off_feeds_the_op_raw_codes_and_anchors(detector, pixels):
-    clipped = tflite.convert(detector, "none")
-    raw = tflite.convert(detector, "none", postprocess=tflite.PostProcessConfig.from_model(detector,
+    clipped = tflite_convert.convert(detector, "none")
+    raw = tflite_convert.convert(detector, "none", postprocess=tflite_graph.PostProcessConfig.from_model(detector,
                                                                                            clip_boxes=False))
     clipped_ops, raw_ops = _ops(clipped), _ops(raw)
     assert clipped_ops["TFLite_Detection_PostProcess"] == raw_ops["TFLite_Detection_PostProcess"] == 1
@@ -91,7 +91,7 @@ def test_clip_boxes_off_feeds_the_op_raw_codes_and_anchors(detector, pixels):
     for op in ("STRIDED_SLICE", "CONCATENATION"):
         assert clipped_ops[op] == raw_ops[op], op
     assert sum(raw_ops.values()) < sum(clipped_ops.values())
-    image = tflite.to_tflite_input(pixels)
+    image = tflite_input.to_tflite_input(pixels)
     a, b = interpreter_lib.TFLiteModel(clipped)(image), interpreter_lib.TFLiteModel(raw)(image)
     # Clipped (the op re-decodes center-size boxes, so within float rounding of [0, 1]).
     assert a["detection_boxes"].min() >= -1e-6 and a["detection_boxes"].max() <= 1.0 + 1e-6
@@ -105,8 +105,8 @@ def test_clip_boxes_off_feeds_the_op_raw_codes_and_anchors(detector, pixels):
 def test_nms_on_logits_keeps_what_nms_on_sigmoid_scores_keeps(detector, pixels):
     """The op runs on logits with the threshold at logit(t) and the kept scores go through the sigmoid: the same
     detections as the op on sigmoid scores (MG's graph), with fewer and with more boxes than the 100 rows."""
-    image = tflite.to_tflite_input(pixels)
-    config = tflite.PostProcessConfig.from_model(detector)
+    image = tflite_input.to_tflite_input(pixels)
+    config = tflite_graph.PostProcessConfig.from_model(detector)
     rng = np.random.default_rng(4)
     predictor = detector.get_layer("retinanet_head").class_predictor
     original = [w.numpy() for w in predictor.weights]
@@ -118,7 +118,7 @@ def test_nms_on_logits_keeps_what_nms_on_sigmoid_scores_keeps(detector, pixels):
             w.assign(rng.normal(0, 120.0, w.shape).astype(np.float32))
         for center in (-9.0, -4.0):   # fewer / more than 100 anchors above 0.05
             predictor.bias.assign(rng.normal(center, 1.0, predictor.bias.shape).astype(np.float32))
-            ours = interpreter_lib.TFLiteModel(tflite.convert(detector, "none"))(image)
+            ours = interpreter_lib.TFLiteModel(tflite_convert.convert(detector, "none"))(image)
             expected = interpreter_lib.TFLiteModel(_convert_on_sigmoid_scores(detector, config))(image)
             count = int(expected["num_detections"][0])
             assert int(ours["num_detections"][0]) == count and 0 < count, center
@@ -134,20 +134,20 @@ def test_nms_on_logits_keeps_what_nms_on_sigmoid_scores_keeps(detector, pixels):
 
 def _convert_on_sigmoid_scores(model, config) -> bytes:
     """Our float graph with the op fed sigmoid scores at threshold t, as Model Garden's graph does."""
-    module = tflite.TFLiteDetectionModule(model, config)
-    module._nms = tf.function(tflite._empty_postprocess,
-                              experimental_implements=tflite.implements_signature(config, model.num_classes))
+    module = tflite_graph.TFLiteDetectionModule(model, config)
+    module._nms = tf.function(tflite_graph._empty_postprocess,
+                              experimental_implements=tflite_graph.implements_signature(config, model.num_classes))
 
     def serve(image):
-        outputs = module._model(tflite._to_folded_input(module, image), training=False)
+        outputs = module._model(tflite_graph._to_folded_input(module, image), training=False)
         codes = tf.cast(outputs["box_outputs"], tf.float32)
         boxes, classes, scores, count = module._nms(codes - codes, tf.sigmoid(outputs["cls_outputs"]),
-                                                    tflite.clipped_boxes(codes, module._anchors))
+                                                    tflite_graph.clipped_boxes(codes, module._anchors))
         return {"detection_boxes": boxes, "detection_classes": classes, "detection_scores": scores,
                 "num_detections": count}
 
     function = tf.function(serve, input_signature=[tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32, name="image")])
-    with tflite.saved_model_converter(module, function.get_concrete_function()) as converter:
+    with tflite_convert.saved_model_converter(module, function.get_concrete_function()) as converter:
         return converter.convert()
 
 
@@ -157,7 +157,7 @@ def test_metadata_names_each_output_by_its_role(detector):
 
     from spinenet_tf.serving import metadata
 
-    content = metadata.add_detector_metadata(tflite.convert(detector, "none"), ["a", "b", "c", "d"])
+    content = metadata.add_detector_metadata(tflite_convert.convert(detector, "none"), ["a", "b", "c", "d"])
     subgraph = schema.Model.GetRootAs(content, 0).Subgraphs(0)
     model_outputs = [int(t) for t in subgraph.OutputsAsNumpy()]
     names = [t.name.decode() for t in metadata.read_metadata(content).subgraphMetadata[0].outputTensorMetadata]

@@ -1,14 +1,14 @@
 """SavedModel export of a Mask R-CNN: `detection_masks` in both serving signatures, reproduced in a fresh process.
 
-A tiny Mask R-CNN (SpineNet-49S shrunk, 128x128, the inference fixture of tests/detection/maskrcnn_test.py) with its
-RPN predictor kernels redrawn at unit output variance, so objectness scores are spread and the proposal top-k and
-NMS never choose among near-ties (with the std-1e-5 initializers every anchor scores ~0.5); detections come from the
-0.05 score threshold, which 4 classes always pass. It is exported with `saved_model.export_saved_model` (what
-`python -m spinenet_tf.export --format=saved_model` runs after restoring the checkpoint) and reloaded by a new
-interpreter that imports TensorFlow only. The expectation is the Keras model on the library's eval preprocessing;
-tolerances: boxes 1e-3 px and scores 1e-5 (as the RetinaNet test: the same ops traced in a graph instead of run
-eagerly, float32 noise ~1e-6 relative), masks 1e-5 (probabilities in [0, 1]) and 1e-4 where the serving graph
-resamples them.
+A tiny Mask R-CNN (SpineNet-49S shrunk, 128x128, the inference fixture of tests/detection/maskrcnn/model_test.py)
+with its RPN predictor kernels redrawn at unit output variance, so objectness scores are spread and the proposal
+top-k and NMS never choose among near-ties (with the std-1e-5 initializers every anchor scores ~0.5); detections
+come from the 0.05 score threshold, which 4 classes always pass. It is exported with
+`saved_model.export_saved_model` (what `python -m spinenet_tf.export --format=saved_model` runs after restoring the
+checkpoint) and reloaded by a new interpreter that imports TensorFlow only. The expectation is the Keras model on
+the library's eval preprocessing; tolerances: boxes 1e-3 px and scores 1e-5 (as the RetinaNet test: the same ops
+traced in a graph instead of run eagerly, float32 noise ~1e-6 relative), masks 1e-5 (probabilities in [0, 1]) and
+1e-4 where the serving graph resamples them.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from scipy import ndimage
 
 import spinenet_tf
 from spinenet_tf.data import builtin_shapes, detection_input
+from spinenet_tf.detection import box_ops
 from spinenet_tf.serving import exporter, saved_model, signatures
 
 _SIZE = (128, 128)
@@ -104,7 +105,7 @@ def _keras_outputs(model, image: np.ndarray) -> dict:
     resized, info = detection_input.resize_and_pad(image, _SIZE)
     out = {k: np.asarray(v)[0] for k, v in model(detection_input.normalize_image(resized)[None], training=False).items()}
     count, info = int(out["num_detections"]), info.numpy()
-    unclipped = detection_input.to_original_pixels(out["boxes"][:count], info)
+    unclipped = box_ops.to_original_pixels(out["boxes"][:count], info)
     boxes = np.clip(unclipped, 0, np.tile(info[0], 2))
     masks = out["masks"][:count].copy()
     clipped = np.flatnonzero(np.any(np.abs(boxes - unclipped) > 1e-3, axis=1))

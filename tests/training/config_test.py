@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 
+from spinenet_tf import models
 from spinenet_tf.training import config as config_lib
 
 
@@ -66,6 +68,35 @@ def test_json_round_trip(tmp_path):
 def test_load_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="train_config.json: no training config"):
         config_lib.TrainConfig.load(str(tmp_path))
+
+
+def test_saved_model_part_reads_without_training_code(tmp_path):
+    # `models.ModelConfig.load` (what export and checkpoint restoring read) sees the model a run trains.
+    config = _config(model_dir=str(tmp_path), num_classes=3, model_overrides={"activation": "relu"},
+                     optimizer=config_lib.OptimizerConfig(weight_decay=1e-4))
+    config.save()
+    assert models.ModelConfig.load(str(tmp_path)) == config.model_config()
+    assert config.model_config().weight_decay == 1e-4  # SGD: the L2 term of the model's loss
+    adamw = dataclasses.replace(config, optimizer=config_lib.OptimizerConfig(optimizer="adamw"))
+    adamw.save()
+    assert models.ModelConfig.load(str(tmp_path)).weight_decay == 0.0  # decoupled: none in the loss
+    with pytest.raises(FileNotFoundError, match="train_config.json: no training config"):
+        models.ModelConfig.load(str(tmp_path / "elsewhere"))
+
+
+def test_progress_bar_defaults_to_whether_stdout_is_a_terminal(monkeypatch):
+    class _Stdout:
+        def __init__(self, tty: bool):
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    for tty in (True, False):
+        monkeypatch.setattr(sys, "stdout", _Stdout(tty))
+        assert config_lib.RuntimeConfig().show_progress_bar() is tty
+        assert config_lib.RuntimeConfig(progress_bar=True).show_progress_bar() is True
+        assert config_lib.RuntimeConfig(progress_bar=False).show_progress_bar() is False
 
 
 def test_model_differences_lists_only_model_fields():

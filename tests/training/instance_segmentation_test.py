@@ -10,11 +10,11 @@ import pytest
 
 import testing
 from spinenet_tf import registry
-from spinenet_tf.detection.maskrcnn import MaskRCNN
+from spinenet_tf.detection.maskrcnn.model import MaskRCNN
 from spinenet_tf.training import config as config_lib
 from spinenet_tf.training import loop, tasks
 
-# SpineNet-49S shrunk, narrow heads, 64 proposals, 8 detections (as tests/detection/maskrcnn_test.py's TINY).
+# SpineNet-49S shrunk, narrow heads, 64 proposals, 8 detections (as tests/detection/maskrcnn/model_test.py's TINY).
 TINY = dict(filter_size_scale=0.25, endpoints_num_filters=16, rpn_num_filters=16, box_num_convs=1,
             box_num_filters=8, box_fc_dims=32, mask_num_convs=1, mask_num_filters=8, rpn_num_proposals=64,
             max_detections=8, score_threshold=0.0)

@@ -18,12 +18,13 @@ import pytest
 import tensorflow as tf
 
 import testing
+from spinenet_tf import checkpoints
 from spinenet_tf.training import config as config_lib
 from spinenet_tf.training import loop
 
 
 def _checkpoint_steps(model_dir) -> list[int]:
-    state = tf.train.get_checkpoint_state(os.path.join(model_dir, loop.CHECKPOINT_DIR))
+    state = tf.train.get_checkpoint_state(os.path.join(model_dir, checkpoints.CHECKPOINT_DIR))
     if state is None:
         return []
     return sorted(int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths)
@@ -58,7 +59,7 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(tmp_path):
     assert process.returncode == -signal.SIGKILL
     last = _checkpoint_steps(model_dir)[-1]
     assert killed_at <= last < 12, "the run was killed before it ended"
-    saved = tf.train.load_checkpoint(os.path.join(model_dir, loop.CHECKPOINT_DIR, f"ckpt-{last}"))
+    saved = tf.train.load_checkpoint(os.path.join(model_dir, checkpoints.CHECKPOINT_DIR, f"ckpt-{last}"))
 
     # What the restarted run restores: every model and optimizer variable of the checkpoint, the step included.
     # Written out again from the restored objects, the checkpoint must come back tensor for tensor.
@@ -75,7 +76,8 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(tmp_path):
         np.testing.assert_array_equal(again.get_tensor(name), saved.get_tensor(name), err_msg=name)
 
     result = testing.run_train(*flags)
-    assert f"restored {os.path.join(model_dir, loop.CHECKPOINT_DIR, f'ckpt-{last}')} (step {last})" in result.stderr
+    restored = os.path.join(model_dir, checkpoints.CHECKPOINT_DIR, f"ckpt-{last}")
+    assert f"restored {restored} (step {last})" in result.stderr
     assert f"training retinanet-spinenet-mobile-49xs from step {last} to 12" in result.stderr
     assert _checkpoint_steps(model_dir)[-1] == 12
     steps_logged = [line for line in result.stderr.splitlines() if "step " in line and "/12:" in line]
@@ -98,7 +100,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     bad_step = int(error[0].split(" at step ")[1].split(":")[0])
     steps = _checkpoint_steps(model_dir)
     assert steps and steps[-1] == bad_step - 1
-    reader = tf.train.load_checkpoint(os.path.join(model_dir, loop.CHECKPOINT_DIR, f"ckpt-{steps[-1]}"))
+    reader = tf.train.load_checkpoint(os.path.join(model_dir, checkpoints.CHECKPOINT_DIR, f"ckpt-{steps[-1]}"))
     for name in reader.get_variable_to_shape_map():
         value = reader.get_tensor(name)
         if np.issubdtype(np.asarray(value).dtype, np.floating):
@@ -134,7 +136,7 @@ def test_bad_flags_stop_at_once_with_one_line(tmp_path, flag, message):
     result = testing.run_train(*testing.TINY_DETECTOR_FLAGS, f"--model_dir={tmp_path / 'run'}", flag, check=False)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]
-    assert not (tmp_path / "run" / loop.CHECKPOINT_DIR).exists()
+    assert not (tmp_path / "run" / checkpoints.CHECKPOINT_DIR).exists()
     assert time.time() - started < 120
 
 
@@ -179,7 +181,7 @@ def test_resume_from_an_incomplete_checkpoint_is_refused_in_one_line(tmp_path):
     model_dir, or one written before list/dict sublayers were checkpointed) stops the run instead of resuming with
     half the state."""
     trainer = _tiny_trainer(tmp_path)
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=trainer.model), str(tmp_path / loop.CHECKPOINT_DIR),
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=trainer.model), str(tmp_path / checkpoints.CHECKPOINT_DIR),
                                max_to_keep=1).save(checkpoint_number=7)
     with pytest.raises(loop.TrainingError, match=r"ckpt-7: does not match retinanet_spinenet_mobile_49xs and its "
                                                  r"optimizer: .*; use another --model_dir$"):

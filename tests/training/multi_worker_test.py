@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 import testing
-from spinenet_tf.training import loop
+from spinenet_tf import checkpoints
 
 pytestmark = [pytest.mark.multiworker, pytest.mark.slow]
 
@@ -56,8 +56,9 @@ def test_two_workers_end_with_the_same_weights(tmp_path):
         assert process.returncode == 0, f"worker {index} exited {process.returncode}:\n{stderr[-3000:]}"
         assert "global batch 4 on 2 replica(s)" in stderr, stderr[-2000:]
 
-    chief = tf.train.load_checkpoint(os.path.join(model_dir, loop.CHECKPOINT_DIR, "ckpt-3"))
-    worker = tf.train.load_checkpoint(os.path.join(model_dir, "workers", "worker-1", loop.CHECKPOINT_DIR, "ckpt-3"))
+    chief = tf.train.load_checkpoint(os.path.join(model_dir, checkpoints.CHECKPOINT_DIR, "ckpt-3"))
+    worker = tf.train.load_checkpoint(os.path.join(model_dir, "workers", "worker-1", checkpoints.CHECKPOINT_DIR,
+                                                   "ckpt-3"))
     names = [n for n in chief.get_variable_to_shape_map() if n.startswith(("model/", "optimizer/"))]
     # Batch-norm moving statistics are each worker's own (its batch) unless use_sync_bn: not compared.
     moving = [n for n in names if "/moving_" in n]

@@ -71,11 +71,3 @@ def test_adamw_skips_batch_norm_and_bias_decay():
         moved = not np.allclose(weight.numpy(), before[weight.path])
         assert moved == weight.path.endswith("kernel"), weight.path
 
-
-def test_l2_loss_counts_kernels_only():
-    layer_input = keras.Input((4, 4, 3))
-    model = keras.Model(layer_input, keras.layers.Conv2D(2, 1, use_bias=True, bias_initializer="ones")(layer_input))
-    kernel = model.trainable_weights[0].numpy()
-    assert float(optimizers.l2_loss(model.trainable_weights, 0.2)) == pytest.approx(0.1 * np.sum(kernel ** 2),
-                                                                                      rel=1e-6)
-    assert float(optimizers.l2_loss(model.trainable_weights, 0.0)) == 0.0

@@ -6,9 +6,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from spinenet_tf.layers import normalization
-from spinenet_tf.training import precise_bn
+from spinenet_tf.layers import normalization, precise_bn
 
 
 def _model(frozen_second: bool = False) -> keras.Model:
@@ -60,6 +60,18 @@ def test_moving_statistics_become_the_average_of_batch_statistics():
     assert model.get_layer("bn1").momentum == 0.99 and model.get_layer("bn2").momentum == 0.9
     for before, after in zip(weights_before, model.trainable_weights):
         np.testing.assert_array_equal(before, np.asarray(after))
+
+
+def test_a_forward_hook_runs_the_pass_on_other_items():
+    # As Mask R-CNN does: the items are steps, the hook runs the training path on whatever it needs.
+    model = _model()
+    batches = _batches(3)
+    mean, variance = _expected_statistics(model, "bn2", batches)
+    stacked = tf.constant(np.stack(batches))
+    assert precise_bn.reestimate(model, range(5), num_batches=3,
+                                 forward=lambda step: model(tf.gather(stacked, step), training=True)) == 3
+    np.testing.assert_allclose(np.asarray(model.get_layer("bn2").moving_mean), mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(model.get_layer("bn2").moving_variance), variance, rtol=1e-4, atol=1e-5)
 
 
 def test_fewer_batches_than_asked_uses_them_all():

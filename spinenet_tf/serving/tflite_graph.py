@@ -1,30 +1,18 @@
-"""TFLite conversion of a `RetinaNet` (with on-device NMS) or a `Classifier`, float or quantized.
+"""The TensorFlow graphs converted to TFLite: `TFLiteDetectionModule` for a `RetinaNet` (ending in the on-device NMS
+op) and `TFLiteClassificationModule` for a `Classifier`, both batch 1 on the TFLite input of `tflite_input`.
 
 Detectors end in TFLite's `TFLite_Detection_PostProcess` custom op, emitted as Model Garden does
 (`official/vision/modeling/layers/detection_generator.py::_generate_detections_tflite`, tf-models-official 2.20.0):
 the graph passes box codes `[1, N, 4]`, class scores `[1, N, C]` and anchors `[N, 4]` (ycenter, xcenter, h, w) to
 an empty `tf.function` whose `experimental_implements` string names the op and its attributes, and the MLIR
-converter legalises that function to the custom op (REFERENCE.md §4.2). Anchors are divided by the input size, so
-boxes come out as RATIO in [0, 1] of the model input, which is what MediaPipe / Task Library detectors expect (§4.4).
+converter legalises that function to the custom op (`tflite_convert`). Anchors are divided by the input size, so
+boxes come out as RATIO in [0, 1] of the model input, which is what MediaPipe / Task Library detectors expect.
 Unlike MG, the op gets the logits (threshold logit(t)) and the sigmoid runs on the K kept scores only: the same
 detections without a sigmoid over all N x C scores (the logits order boxes at least as finely as their float32
 sigmoids, which can tie where the logits differ; `tests/litert/tflite_graph_test.py`).
 
-The TFLite input is float32 `[1, H, W, 3]` RGB scaled to [-1, 1), `(pixel - 128) / 128` (`to_tflite_input`), of
-the resized (and, as in training, padded) image. The graph turns it into the ImageNet normalisation the network was
-trained with (`detection_input.normalize_image`) with one op: `(x - offset_c) * scale_c` is exact, so the graph
-subtracts the per-channel offset and the scale is folded into the stem conv's kernel (`fold_input_scale`). Measured
-on Mobile-49XS at 256 (float32, XNNPACK, 1 thread): the unfolded normalisation cost 0.85 ms of 11.7 per invoke, the
-one subtraction 0.25 ms (`bench/tflite_latency.py`), and 0.035 ms run on rows of 32 pixels (`_to_folded_input`;
-a scratch timing of one-op files, bench/README.md).
-Why not ImageNet statistics at the input:
-MediaPipe's ObjectDetector refuses per-channel NormalizationOptions ("Per-channel image normalization is not
-available", mediapipe 1.2.2), and one mean / std for all channels is what it applies. Why 128 and not 127.5: the
-input (p - 128) / 128 is exact in float in every runtime, and an int8 input step of 1 / 128 (int8-input
-classifiers) maps pixel p exactly to the integer p - 128, whereas with 127.5 every pixel lands
-half-way between two int8 values, so float rounding noise of 1e-7 in the caller's normalisation (MediaPipe's
-differs from numpy's) flips pixels by one step and int8 detections differ between runtimes (measured: scores
-4 steps of 1/256 apart at the median between MediaPipe and LiteRT). Outputs of the NMS version, all float32:
+The input normalisation is one subtraction in the graph, the scale being folded into the stem conv
+(`fold_input_scale`; timings in bench/README.md). Outputs of the NMS version, all float32:
 
     detection_boxes    [1, K, 4]  ymin, xmin, ymax, xmax as a fraction of the model input (clipped to [0, 1]
                                   unless `PostProcessConfig.clip_boxes` is off)
@@ -33,42 +21,19 @@ differs from numpy's) flips pixels by one step and int8 detections differ betwee
     num_detections     [1]
 
 `raw_outputs=True` instead returns `raw_boxes` (box codes) `[1, N, 4]` and `raw_scores` (sigmoid) `[1, N, C]`.
-
-Quantization (MG `export_tflite_lib.convert_tflite_model` names in brackets, REFERENCE.md §4.1):
-    none     float32
-    fp16     float16 weights, float compute on CPU  [fp16]
-    dynamic  int8 weights, float activations        [default]
-    int8     int8 weights and activations, integer-only builtin ops, calibrated on a representative dataset
-             [int8_full_fp32_io]; detectors keep float32 I/O (the NMS op's outputs must stay float, §4.3),
-             classifiers may take int8 / uint8 I/O [int8_full_int8_io / int8_full]. Activation ranges are
-             percentile-clipped histograms of the float graph's values (`calibration.py`), not the converter's
-             absolute min/max.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import os
-import tempfile
-from collections.abc import Callable, Iterable
 
-import flatbuffers
 import numpy as np
 import tensorflow as tf
 
-from spinenet_tf.data import detection_input
 from spinenet_tf.detection import box_coder
-from spinenet_tf.serving import calibration, output_path, signatures
+from spinenet_tf.serving import signatures, tflite_input
 
-QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
-INPUT_MEAN = 128.0   # the TFLite input is (pixel - INPUT_MEAN) / INPUT_STD, one value for every channel
-INPUT_STD = 128.0
-# The TFLite values of pixels 0 and 255: the int8 input range, fixed rather than calibrated, so that its step is
-# 1 / 128 with zero point 0 and every pixel value p is quantized exactly to p - 128.
-INPUT_RANGE = ((0.0 - INPUT_MEAN) / INPUT_STD, (255.0 - INPUT_MEAN) / INPUT_STD)
-IO_TYPES = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 # Name scopes of the box decoding and clipping before the NMS op and of the sigmoid of the scores it keeps; both
 # stay float32 in int8 models.
@@ -118,22 +83,6 @@ class PostProcessConfig:
         return cls(**{**values, **overrides})
 
 
-def to_tflite_input(pixels) -> np.ndarray:
-    """RGB pixels (0..255, resized / padded to the model input) -> the TFLite input, float32."""
-    return ((np.asarray(pixels, np.float32) - INPUT_MEAN) / INPUT_STD).astype(np.float32)
-
-
-def tflite_input_from_normalized(images) -> np.ndarray:
-    """Images normalised as in training (`detection_input.normalize_image`) -> the TFLite input."""
-    mean, std = np.array(detection_input.MEAN_RGB, np.float32), np.array(detection_input.STDDEV_RGB, np.float32)
-    return to_tflite_input(np.asarray(images, np.float32) * std + mean)
-
-
-def input_offset_and_scale() -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel `(offset, scale)` with `normalize_image(pixels) == (to_tflite_input(pixels) - offset) * scale`."""
-    mean, std = np.array(detection_input.MEAN_RGB, np.float64), np.array(detection_input.STDDEV_RGB, np.float64)
-    return ((mean - INPUT_MEAN) / INPUT_STD).astype(np.float32), (INPUT_STD / std).astype(np.float32)
-
 
 def fold_input_scale(model, scale: np.ndarray):
     """A copy of `model` (a RetinaNet or Classifier) whose stem conv multiplies input channel c by `scale[c]`.
@@ -151,7 +100,7 @@ def fold_input_scale(model, scale: np.ndarray):
 
 def _hold_folded(module: tf.Module, model) -> None:
     """Holds a copy of `model` with the input scale folded; the graph subtracts `module._input_offset`."""
-    offset, scale = input_offset_and_scale()
+    offset, scale = tflite_input.input_offset_and_scale()
     signatures.hold_model(module, fold_input_scale(model, scale))
     module._input_offset = tf.constant(offset)
 
@@ -304,7 +253,8 @@ class TFLiteClassificationModule(tf.Module):
             tf.TensorSpec([1, height, width, 3], tf.float32, name="image")]).get_concrete_function()
 
 
-def _is_detector(model) -> bool:
+def is_detector(model) -> bool:
+    """True for a `RetinaNet`, False for a `Classifier`; TypeError for anything else."""
     from spinenet_tf.detection.retinanet import RetinaNet
 
     if isinstance(model, RetinaNet):
@@ -314,105 +264,3 @@ def _is_detector(model) -> bool:
     if isinstance(model, Classifier):
         return False
     raise TypeError(f"cannot export a {type(model).__name__}: expected a RetinaNet or a Classifier")
-
-
-def convert(model, quantization: str = "none",
-            representative_dataset: Callable[[], Iterable[list[np.ndarray]]] | None = None,
-            io_type: str = "float32", postprocess: PostProcessConfig | None = None,
-            raw_outputs: bool = False) -> bytes:
-    """Converts a `RetinaNet` or `Classifier` to a TFLite flatbuffer (no metadata; see `metadata.py`).
-
-    Args:
-        model: The Keras model.
-        quantization: One of `QUANTIZATIONS` (module docstring).
-        representative_dataset: For "int8": a callable returning an iterable of `[image]`, image float32
-            `[1, H, W, 3]` TFLite inputs (`representative_data.representative_dataset`).
-        io_type: "float32", or for an int8 classifier "int8" / "uint8" input and output.
-        postprocess: NMS op settings for detectors (default: the model's decoding settings).
-        raw_outputs: Detectors only: no NMS op; outputs `raw_boxes` and `raw_scores`.
-
-    Returns:
-        The .tflite bytes.
-
-    Raises:
-        ValueError: Unknown quantization or I/O type, int8 without a representative dataset, integer I/O on a
-            detector or without int8 quantization.
-    """
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"--quantization={quantization}: must be one of {', '.join(QUANTIZATIONS)}")
-    if io_type not in IO_TYPES:
-        raise ValueError(f"--io_type={io_type}: must be one of {', '.join(IO_TYPES)}")
-    detector = _is_detector(model)
-    if quantization == "int8" and representative_dataset is None:
-        raise ValueError("--quantization=int8 needs calibration images: set --representative_data")
-    if io_type != "float32" and quantization != "int8":
-        raise ValueError(f"--io_type={io_type}: integer input/output needs --quantization=int8")
-    if io_type != "float32" and detector:
-        raise ValueError(f"--io_type={io_type}: detectors keep float32 input/output (the NMS op's outputs must be "
-                         "float; MediaPipe requires float outputs)")
-    module = (TFLiteDetectionModule(model, postprocess, raw_outputs) if detector
-              else TFLiteClassificationModule(model))
-    with saved_model_converter(module, module.signature()) as converter:
-        if quantization != "none":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantization == "fp16":
-            converter.target_spec.supported_types = [tf.float16]
-        elif quantization == "int8":
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            # Activation ranges measured by `calibration` (percentile-clipped), not the converter's min/max.
-            # The offset is subtracted in float before the input is quantized (int8 / uint8 inputs are first
-            # dequantized, exactly: their step is 1 / 128); the int8 subtraction was slower and, with int8 I/O,
-            # less accurate (classifier top-1 agreement with Keras 0.91 against 1.0).
-            return compact_tensor_names(calibration.quantize(
-                converter, representative_dataset, IO_TYPES[io_type], IO_TYPES[io_type], input_range=INPUT_RANGE,
-                float_scopes=(INPUT_SCOPE, CLIP_SCOPE, SCORE_SCOPE), float_outputs=detector and not raw_outputs))
-        return compact_tensor_names(converter.convert())
-
-
-@contextlib.contextmanager
-def saved_model_converter(module: tf.Module, signature):
-    """A `TFLiteConverter` of `module` saved with the concrete function `signature` as `serving_default`, valid
-    inside the `with` (the SavedModel is a temporary directory the converter reads when it converts).
-
-    From a SavedModel, as MG does: from_concrete_functions inlines the empty NMS function before the converter can
-    see its `experimental_implements` attribute.
-    """
-    with tempfile.TemporaryDirectory(prefix="spinenet_tf_tflite_") as saved_model_dir:
-        tf.saved_model.save(module, saved_model_dir, signatures={"serving_default": signature})
-        yield tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
-
-
-def compact_tensor_names(content: bytes) -> bytes:
-    """The .tflite with shorter tensor names; nothing else changes (weights, ops, signatures, I/O names).
-
-    The converter names a fused op's output after every op it absorbed, joined by ';', each with the full Keras
-    scope: on RetinaNet Mobile-49XS the names are 66 KB of a 3.7 MB file (Model Garden's, with shorter layer
-    names: 40 KB). Each tensor keeps the first of those names without its outermost scope (the model's name), e.g.
-    "spinenet_mobile_49xs_1/block15_resample1_1/down0_bn_1/FusedBatchNormV3"; graph inputs and outputs keep theirs.
-    """
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(content, 0))
-    for subgraph in model.subgraphs:
-        keep = set(subgraph.inputs.tolist()) | set(subgraph.outputs.tolist())
-        for index, tensor in enumerate(subgraph.tensors):
-            if index in keep or not tensor.name:
-                continue
-            name = tensor.name.decode().split(";")[0]
-            tensor.name = name.split("/", 1)[1] if "/" in name else name
-    return pack_flatbuffer(model, b"TFL3")
-
-
-def pack_flatbuffer(table, identifier: bytes) -> bytes:
-    """Serialises a flatbuffer object-API table (a TFLite `ModelT`, a metadata table) with its file identifier."""
-    builder = flatbuffers.Builder(0)
-    builder.Finish(table.Pack(builder), identifier)
-    return bytes(builder.Output())
-
-
-def write_tflite(content: bytes, path: str, flag: str = "--output") -> str:
-    """Writes .tflite bytes atomically (nothing is left at `path` if writing fails); returns the absolute path."""
-    with output_path.atomic_output(path, flag=flag) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(content)
-    return os.path.abspath(path)
