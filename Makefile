@@ -1,4 +1,4 @@
-# Developer entry points. CI runs `make test` through .ci/run; tests/README.md describes the suite.
+# Developer entry points. CI runs `make test` then `make test-slow` (.ci/run); tests/README.md describes the suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python

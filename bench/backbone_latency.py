@@ -9,9 +9,10 @@ Rows (the issue's): spinenet-49 at 640x640 and spinenet-mobile-49xs / -49s / -49
 
 How it is measured, the same way for both models:
 - Model Garden's backbone (tf-models-official, `official.vision.modeling.backbones`, tf_keras) is built with its
-  `SCALING_MAP` entry; ours with `spinenet_tf.build_backbone`; MG's weights (batch-norm statistics randomized first,
-  so that the check means something) are copied into ours with `spinenet_tf.convert.from_model_garden`, and the
-  endpoints must agree within 1e-4 relative before anything is timed.
+  `SCALING_MAP` entry by tests/oracle.py, as in the parity tests; ours with `spinenet_tf.build_backbone`; MG's
+  weights (batch-norm statistics randomized first, so that the check means something) are copied into ours with
+  `spinenet_tf.convert.from_model_garden`, and the endpoints must agree within 1e-4 relative before anything is
+  timed.
 - Each model is wrapped in `tf.function(jit_compile=False)` with a fixed input signature [1, H, W, 3] float32 and
   called with `training=False`; the concrete function is traced before timing.
 - `--warmup` untimed calls of each, then `--iters` timed calls of each, interleaved: pair i runs ours then MG when
@@ -36,6 +37,8 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# tests/oracle.py builds Model Garden's models for the parity tests and for these benchmarks alike.
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 # The issue's rows: name -> (height, width).
 ROWS = {
@@ -103,40 +106,15 @@ def _load() -> float:
         return float("nan")
 
 
-def model_garden_backbone(name: str, height: int, width: int):
-    import tf_keras
-    from official.vision.modeling.backbones import spinenet, spinenet_mobile
-
-    model_id = name.rsplit("-", 1)[-1].upper()  # "spinenet-mobile-49xs" -> "49XS", MG's SCALING_MAP key
-    input_specs = tf_keras.layers.InputSpec(shape=[None, height, width, 3])
-    if name.startswith("spinenet-mobile-"):
-        return spinenet_mobile.SpineNetMobile(input_specs=input_specs, **spinenet_mobile.SCALING_MAP[model_id])
-    return spinenet.SpineNet(input_specs=input_specs, **spinenet.SCALING_MAP[model_id])
-
-
-def _randomize_batch_norm(model, seed: int) -> None:
-    """Non-trivial batch-norm statistics (MG's initial ones are 0/1), so that the sanity check means something."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    for variable in model.weights:
-        name = variable.name.split("/")[-1].split(":")[0]
-        shape = tuple(variable.shape)
-        if name == "moving_variance":
-            variable.assign(rng.uniform(0.5, 2.0, shape).astype(np.float32))
-        elif name in ("moving_mean", "beta"):
-            variable.assign(rng.normal(0.0, 0.2, shape).astype(np.float32))
-        elif name == "gamma":
-            variable.assign(rng.normal(1.0, 0.2, shape).astype(np.float32))
-
-
 def build_pair(name: str, height: int, width: int, seed: int):
     """(ours, MG) with the same weights; raises AssertionError if their endpoints differ by more than RTOL."""
     import spinenet_tf
     from spinenet_tf import convert
 
-    mg = model_garden_backbone(name, height, width)
-    _randomize_batch_norm(mg, seed)
+    import oracle  # tests/oracle.py: Model Garden's twin of a registry name
+
+    mg = oracle.backbone(name, height, width)
+    oracle.randomize_batch_norm(mg, seed)
     ours = spinenet_tf.build_backbone(name, input_shape=(height, width, 3))
     copied = convert.from_model_garden(mg, ours)
     if copied != len(ours.weights):

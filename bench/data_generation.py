@@ -1,4 +1,4 @@
-"""Generation speed of the built-in shapes dataset (`spinenet_tf.data.builtin_shapes`), as a Markdown table.
+"""Generation speed of the built-in shapes dataset (`spinenet_tf.data.builtin_shapes*`), as a Markdown table.
 
     python bench/data_generation.py                 # about 30 s on 2 CPU cores
     python bench/data_generation.py --num=1000
@@ -48,6 +48,8 @@ def main():
     from absl import logging  # pylint: disable=g-import-not-at-top
 
     from spinenet_tf.data import builtin_shapes as bs  # pylint: disable=g-import-not-at-top
+    from spinenet_tf.data import (  # pylint: disable=g-import-not-at-top
+        builtin_shapes_coco, builtin_shapes_dataset, builtin_shapes_tfds)
 
     logging.set_verbosity(logging.ERROR)  # TFDS's "custom data configuration" warning
     tfds.disable_progress_bar()
@@ -55,7 +57,7 @@ def main():
     bs.generate_example(0, "train")  # warm the caches (basis matrices, imports)
     with tempfile.TemporaryDirectory() as tmp:
         def tfds_prepare(num):
-            config = bs.BuiltinShapesConfig(name="detection_bench", num_train=num, num_validation=1)
+            config = builtin_shapes_tfds.BuiltinShapesConfig(name="detection_bench", num_train=num, num_validation=1)
             tfds.builder("builtin_shapes", config=config, data_dir=tmp).download_and_prepare()
 
         rows = [
@@ -63,9 +65,11 @@ def main():
             ("generate_example", "384x384", lambda n: [bs.generate_example(i, "train", 384) for i in range(n)]),
             ("generate_classification_example", "256x256",
              lambda n: [bs.generate_classification_example(i, "train") for i in range(n)]),
-            ("as_dataset (tf.data)", "256x256", lambda n: sum(1 for _ in bs.as_dataset("train", n))),
+            ("as_dataset (tf.data)", "256x256",
+             lambda n: sum(1 for _ in builtin_shapes_dataset.as_dataset("train", n))),
             ("write_coco_json (PNG + RLE)", "256x256",
-             lambda n: bs.write_coco_json("train", os.path.join(tmp, "train.json"), os.path.join(tmp, "images"), n)),
+             lambda n: builtin_shapes_coco.write_coco_json("train", os.path.join(tmp, "train.json"),
+                                                           os.path.join(tmp, "images"), n)),
             ("TFDS download_and_prepare", "256x256", tfds_prepare),
         ]
         print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "

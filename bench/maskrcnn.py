@@ -5,13 +5,13 @@
 
 How it is measured, the same way for both models:
 - Model Garden's `MaskRCNNModel` (tf-models-official, `official.vision.modeling.factory.build_maskrcnn`, tf_keras)
-  is built with the `maskrcnn-spinenet-49` registry row (SpineNet-49 P3-P7, identity decoder, 1 x 256 RPN conv,
-  4 x 256 box convs + FC 1024, 4 x 256 mask convs, swish, 91 classes, anchor size 3, MG's default proposal and
-  sampling settings, which ours share). Its batch-norm statistics and its small-initialised predictor kernels
-  and class biases are redrawn, so scores are spread and boxes pass the score threshold as in a trained model,
-  written as a checkpoint and loaded into ours with `spinenet_tf.convert.load_model_garden_checkpoint`, as in
-  tests/detection/maskrcnn_test.py. Before timing, the
-  RPN scores of every anchor must agree within 1e-4 relative, and the detection counts are printed.
+  is built by tests/oracle.py, as in the parity tests, with the `maskrcnn-spinenet-49` registry row (SpineNet-49
+  P3-P7, identity decoder, 1 x 256 RPN conv, 4 x 256 box convs + FC 1024, 4 x 256 mask convs, swish, 91 classes,
+  anchor size 3, MG's default proposal and sampling settings, which ours share). Its batch-norm statistics and its
+  small-initialised predictor kernels and class biases are redrawn, so scores are spread and boxes pass the score
+  threshold as in a trained model, written as a checkpoint and loaded into ours with
+  `spinenet_tf.convert.load_model_garden_checkpoint`, as in tests/detection/maskrcnn/model_test.py. Before timing,
+  the RPN scores of every anchor must agree within 1e-4 relative, and the detection counts are printed.
 - Inference: each model in `tf.function(jit_compile=False)` with a fixed `[B, 640, 640, 3]` signature,
   `training=False`, the whole inference path (proposals, box head, NMS, mask head); the call plus fetching
   `num_detections` is timed.
@@ -38,7 +38,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from backbone_latency import _load, _randomize_batch_norm, machine_line, percentile_ms  # noqa: E402
+from backbone_latency import _load, machine_line, percentile_ms  # noqa: E402 (also puts tests/ on sys.path)
 
 MODEL = "maskrcnn-spinenet-49"
 SIZE = 640
@@ -65,27 +65,6 @@ def _parse_args(argv):
 
 
 # --- the two models ------------------------------------------------------------------------------------------
-def model_garden_config():
-    """MG's MaskRCNN config for the registry row."""
-    from official.vision.configs import backbones, common, decoders
-    from official.vision.configs import maskrcnn as maskrcnn_config
-
-    from spinenet_tf import registry
-
-    spec = registry.MASKRCNN_DETECTORS[MODEL]
-    return maskrcnn_config.MaskRCNN(
-        num_classes=NUM_CLASSES, input_size=[SIZE, SIZE, 3], min_level=3, max_level=7,
-        anchor=maskrcnn_config.Anchor(num_scales=3, anchor_size=spec.anchor_size),
-        backbone=backbones.Backbone(type="spinenet", spinenet=backbones.SpineNet(model_id="49", min_level=3,
-                                                                                 max_level=7)),
-        decoder=decoders.Decoder(type="identity", identity=decoders.Identity()),
-        rpn_head=maskrcnn_config.RPNHead(num_convs=1, num_filters=spec.rpn_num_filters),
-        detection_head=maskrcnn_config.DetectionHead(num_convs=spec.box_num_convs, num_filters=spec.box_num_filters,
-                                                     num_fcs=1, fc_dims=spec.box_fc_dims),
-        mask_head=maskrcnn_config.MaskHead(num_convs=spec.mask_num_convs, num_filters=spec.mask_num_filters),
-        norm_activation=common.NormActivation(activation="swish", use_sync_bn=False))
-
-
 def _spread_predictors(model, seed: int) -> None:
     """Redraws the small-initialised kernels (MG's heads: RPN conv 0.01 and predictors 1e-5, class 0.01, box 0.001)
     at unit output variance, and the class biases at std CLASS_BIAS_STD, so that boxes pass the 0.05 score threshold
@@ -107,18 +86,16 @@ def build_pair(seed: int, checkpoint_dir: str):
     import tensorflow as tf
     import tf_keras
     from official.vision.configs import maskrcnn as maskrcnn_config
-    from official.vision.modeling import factory
     from official.vision.tasks import maskrcnn as maskrcnn_task
 
+    import oracle  # tests/oracle.py: Model Garden's Mask R-CNN of a registry row, as in the parity tests
     import spinenet_tf
     from spinenet_tf import convert, registry
 
     weight_decay = registry.MASKRCNN_DETECTORS[MODEL].weight_decay
-    config = model_garden_config()
-    mg = factory.build_maskrcnn(tf_keras.layers.InputSpec(shape=[None, SIZE, SIZE, 3]), config,
-                                l2_regularizer=tf_keras.regularizers.l2(weight_decay / 2))
-    mg(tf.zeros([1, SIZE, SIZE, 3]), tf.constant([[SIZE, SIZE]], tf.float32), training=False)  # builds the heads
-    _randomize_batch_norm(mg, seed)
+    config = oracle.maskrcnn_config(MODEL, NUM_CLASSES, SIZE)
+    mg = oracle.maskrcnn(MODEL, NUM_CLASSES, SIZE, l2_regularizer=tf_keras.regularizers.l2(weight_decay / 2))
+    oracle.randomize_batch_norm(mg, seed)
     _spread_predictors(mg, seed)
     path = tf.train.Checkpoint(model=mg).write(os.path.join(checkpoint_dir, "mg"))
     ours = spinenet_tf.build_detector(MODEL, num_classes=NUM_CLASSES, input_shape=(SIZE, SIZE))
@@ -167,14 +144,14 @@ def training_batch(batch: int, anchors):
     import tensorflow as tf
     from official.vision.ops import anchor
 
-    from spinenet_tf.data import builtin_shapes, detection_input
+    from spinenet_tf.data import builtin_shapes_dataset, detection_input
 
     config = detection_input.DetectionInputConfig((SIZE, SIZE), max_instances=MAX_INSTANCES, aug_scale_min=1.0,
                                                   aug_scale_max=1.0, horizontal_flip=False, include_masks=True,
                                                   label_offset=1)
     parser = detection_input.DetectionInput(config, anchors)  # builds our RPN targets, per example
-    images, labels = next(iter(builtin_shapes.as_dataset("train", batch, image_size=(SIZE, SIZE), with_masks=True)
-                               .map(parser.instance_train_fn).batch(batch)))
+    examples = builtin_shapes_dataset.as_dataset("train", batch, image_size=(SIZE, SIZE), with_masks=True)
+    images, labels = next(iter(examples.map(parser.instance_train_fn).batch(batch)))
     anchor_boxes = anchor.build_anchor_generator(min_level=3, max_level=7, num_scales=3, aspect_ratios=[0.5, 1.0, 2.0],
                                                  anchor_size=3.0)(image_size=(SIZE, SIZE))
     labeler = anchor.RpnAnchorLabeler(0.7, 0.3, 256, 0.5)  # MG's maskrcnn parser defaults
@@ -200,7 +177,7 @@ def training_functions(ours, mg, task):
     import tensorflow as tf
     import tf_keras
 
-    from spinenet_tf.detection import maskrcnn_training
+    from spinenet_tf.detection.maskrcnn import training as maskrcnn_training
 
     ours_optimizer = keras.optimizers.SGD(1e-4, momentum=0.9)
     mg_optimizer = tf_keras.optimizers.SGD(1e-4, momentum=0.9)

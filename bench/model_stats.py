@@ -6,7 +6,7 @@ beside the papers' numbers, as Markdown tables (the README's model table).
 
 Batch 1, inference; detectors with 91 classes (Model Garden's COCO head) and without NMS, as the papers count.
 FLOPs are counted by `spinenet_tf.model_stats`: TF-profiler float ops / 2 with inference batch norm not counted,
-which reproduces REFERENCE.md's [CALC] numbers for Model Garden's models. Each model is measured in a fresh
+which gives the same counts for Model Garden's models as for ours. Each model is measured in a fresh
 process, so memory is returned between the big ones.
 """
 
@@ -17,9 +17,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# Published RetinaNet (params M, FLOPs B) and COCO AP, SpineNet papers (REFERENCE.md §1.2, §2): 49S-190 from the
-# SpineNet paper (AP test-dev, protocol C); Mobile-49 from [MG-MD] (AP val, 600 epochs). Mobile 49XS / 49S: the
-# paper's values are unconfirmed (REFERENCE §2), so none are printed.
+# Published RetinaNet (params M, FLOPs B) and COCO AP: 49S-190 from the SpineNet paper (CVPR 2020, AP test-dev,
+# protocol C); Mobile-49 from Model Garden's official/vision/MODEL_GARDEN.md (AP val2017, 600 epochs). Mobile
+# 49XS / 49S: the paper's values could not be confirmed, so none are printed.
 PAPER_DETECTORS = {
     "retinanet-spinenet-49s": (12.0, 33.8, 41.5),
     "retinanet-spinenet-49": (28.5, 85.4, 44.3),
@@ -30,9 +30,9 @@ PAPER_DETECTORS = {
 }
 
 
-# Published Mask R-CNN (params M, FLOPs B, box AP / mask AP), REFERENCE.md §1.4: 49S / 49 / 96 the paper (via [YR]),
-# 143 / 190 the authors' model zoo ([TPU-ZOO]); 91 classes (COCO with the background), 1000 proposals, 100
-# detections.
+# Published Mask R-CNN (params M, FLOPs B, box AP / mask AP): 49S / 49 / 96 the SpineNet paper's Mask R-CNN table,
+# 143 / 190 the authors' model zoo (tensorflow/tpu models/official/detection/MODEL_ZOO.md); 91 classes (COCO with
+# the background), 1000 proposals, 100 detections.
 PAPER_MASKRCNN = {
     "maskrcnn-spinenet-49s": (13.9, 60.2, "39.3 / 34.8"),
     "maskrcnn-spinenet-49": (40.8, 216.1, "42.9 / 38.1"),
@@ -104,7 +104,7 @@ def main(names: list[str]) -> None:
             _paper_table(title, group, table, paper, context)
 
     if classifiers:
-        # Paper (REFERENCE §1.5, ImageNet, 1000 classes): params incl. the FC layer; FLOPs at 224 (ours: 256).
+        # Paper (ImageNet classification table, 1000 classes): params incl. the FC layer; FLOPs at 224 (ours: 256).
         paper = {"classifier-spinenet-49": 22.1, "classifier-spinenet-96": 36.5, "classifier-spinenet-143": 60.5,
                  "classifier-spinenet-190": 127.1}
         print("\n| classifier (1000 classes) | input | params (M) | paper params | FLOPs (B) |")

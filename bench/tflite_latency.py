@@ -11,7 +11,7 @@ then differ only by graph and format, and both calibrate on the same activations
 Both sides end in the same `TFLite_Detection_PostProcess` op with the same attributes (ours: `PostProcessConfig`
 defaults, fast NMS, 100 detections, 1 class per box; MG's `TFLitePostProcessingConfig` set to the same, with
 `normalize_anchor_coordinates=True`). Two exports of ours are timed:
-- "ours": `spinenet_tf.serving.tflite.convert` with its defaults, what `python -m spinenet_tf.export` writes. Its
+- "ours": `spinenet_tf.serving.tflite_convert.convert` with its defaults, what `python -m spinenet_tf.export` writes. Its
   graph does two things MG's does not: it takes MediaPipe's one-mean / one-std input and turns it into the ImageNet
   normalisation (one subtraction; MG's input must be normalised per channel by the caller), and it decodes and
   clips the boxes before the NMS op so that NMS sees the SavedModel's boxes (`PostProcessConfig.clip_boxes`);
@@ -37,7 +37,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-ROWS = {  # name -> (MG model_id, input size, MG head filters: MG experiment YAMLs, REFERENCE.md §3.3)
+ROWS = {  # name -> (MG model_id, input size, MG head filters: MG experiment YAMLs under official/vision/configs/experiments/retinanet/)
     "retinanet-spinenet-mobile-49xs": ("49XS", 256, 24),
     "retinanet-spinenet-mobile-49s": ("49S", 384, 40),
     "retinanet-spinenet-mobile-49": ("49", 384, 48),
@@ -47,10 +47,10 @@ QUANTIZATIONS = {"float32": ("none", None), "int8": ("int8", "int8_full_fp32_io"
 
 
 def _calibration(size: int, count: int = 32):
-    from spinenet_tf.data import builtin_shapes
+    from spinenet_tf.data import builtin_shapes_dataset
     from spinenet_tf.serving import representative_data
 
-    examples = builtin_shapes.as_dataset("validation", count)
+    examples = builtin_shapes_dataset.as_dataset("validation", count)
     return representative_data.calibration_images(examples, (size, size), count)
 
 
@@ -58,14 +58,15 @@ def _ours(name: str, size: int, quantization: str, images, mg_model) -> dict[str
     """{"ours": the default export, "raw": with clip_boxes=False}, with the weights of `mg_model`."""
     import spinenet_tf
     from spinenet_tf import convert
-    from spinenet_tf.serving import representative_data, tflite
+    from spinenet_tf.serving import representative_data, tflite_convert, tflite_graph
 
     model = spinenet_tf.build_detector(name, NUM_CLASSES, (size, size))
     convert.from_model_garden(mg_model, model)
     files = {}
     for key, clip in (("ours", True), ("raw", False)):
         data = representative_data.representative_dataset(images) if quantization == "int8" else None
-        files[key] = tflite.convert(model, quantization, data, postprocess=tflite.PostProcessConfig(clip_boxes=clip))
+        files[key] = tflite_convert.convert(model, quantization, data,
+                                            postprocess=tflite_graph.PostProcessConfig(clip_boxes=clip))
     return files
 
 
@@ -90,7 +91,7 @@ def _model_garden(model_id: str, size: int, filters: int, quant_type: str | None
     from official.core import exp_factory
     from official.vision.serving import detection, export_tflite_lib
 
-    from spinenet_tf.serving.tflite import PostProcessConfig
+    from spinenet_tf.serving.tflite_graph import PostProcessConfig
 
     params = exp_factory.get_exp_config("retinanet_mobile_coco")
     model = params.task.model

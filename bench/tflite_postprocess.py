@@ -28,14 +28,15 @@ NUM_CLASSES = 91
 def _tail(model, clip_boxes: bool) -> bytes:
     import tensorflow as tf
 
-    from spinenet_tf.serving import tflite
+    from spinenet_tf.serving import tflite_convert, tflite_graph
 
-    module = tflite.TFLiteDetectionModule(model, tflite.PostProcessConfig.from_model(model, clip_boxes=clip_boxes))
+    module = tflite_graph.TFLiteDetectionModule(
+        model, tflite_graph.PostProcessConfig.from_model(model, clip_boxes=clip_boxes))
     count = int(model.anchor_boxes.shape[0])
     serve = tf.function(module.detections, input_signature=[
         tf.TensorSpec([1, count, 4], tf.float32, name="box_codes"),
         tf.TensorSpec([1, count, model.num_classes], tf.float32, name="logits")])
-    with tflite.saved_model_converter(module, serve.get_concrete_function()) as converter:
+    with tflite_convert.saved_model_converter(module, serve.get_concrete_function()) as converter:
         return converter.convert()
 
 

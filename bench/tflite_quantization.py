@@ -37,18 +37,17 @@ def main(argv=None) -> None:
     from spinenet_tf.evaluation import coco
     from spinenet_tf.litert import benchmark, evaluate, interpreter
     from spinenet_tf.serving import exporter, metadata, signatures
-    from spinenet_tf.serving import tflite as tflite_lib
+    from spinenet_tf.serving import output_path, tflite_convert, tflite_graph
 
     load_before = os.getloadavg()[0]
     load_config = exporter.ExportConfig(output="unused", model_dir=args.model_dir)
     if args.keras_model:
-        model, train_config = keras.saving.load_model(args.keras_model, compile=False), exporter.train_config_of(
-            load_config)
+        model, run = keras.saving.load_model(args.keras_model, compile=False), exporter.saved_run(load_config)
     else:
-        model, train_config = exporter.load_model(load_config)
+        model, run = exporter.load_model(load_config)
     examples = sources.load(sources.parse(f"{args.data}", flag="--data"), "detection", training=False).dataset
     examples = examples.take(args.num_images)
-    parser_ = detection_input.DetectionInput(detection_input.DetectionInputConfig(train_config.image_size),
+    parser_ = detection_input.DetectionInput(detection_input.DetectionInputConfig(run.model_config.image_size),
                                              np.zeros([1, 4], np.float32))
     keras_ap = coco.evaluate(model, examples.map(parser_.eval_fn).batch(8))["AP"]
     # The TFLite files use the op's default fast NMS (class-agnostic over each box's best class): the Keras model
@@ -64,17 +63,18 @@ def main(argv=None) -> None:
                                            representative_data=args.calibration if quantization == "int8" else None)
             representative = (exporter.calibration_data(config, "detection", signatures.image_size_of(model))
                               if quantization == "int8" else None)
-            content = tflite_lib.convert(model, quantization, representative,
-                                         postprocess=tflite_lib.PostProcessConfig.from_model(model))
+            content = tflite_convert.convert(model, quantization, representative,
+                                             postprocess=tflite_graph.PostProcessConfig.from_model(model))
             skip = model.decode_config["skip_class_zero"]
-            names = exporter.class_names(config, train_config, model.num_classes - (1 if skip else 0))
-            tflite_lib.write_tflite(metadata.add_detector_metadata(content, names), path)
+            names = exporter.class_names(config, run, model.num_classes - (1 if skip else 0))
+            output_path.write_bytes(metadata.add_detector_metadata(content, names), path)
             metrics = evaluate.evaluate(interpreter.TFLiteModel(path, num_threads=2),
                                         examples.map(parser_.eval_fn).as_numpy_iterator())
             times = [benchmark.benchmark(path, threads, True, 5, args.runs) for threads in (1, 2)]
             rows.append((quantization, os.path.getsize(path), metrics["AP"], metrics["AP50"], times))
     weights = args.keras_model or "the latest checkpoint"
-    print(f"{train_config.model} {train_config.image_size[0]}x{train_config.image_size[1]} ({weights}), "
+    size = run.model_config.image_size
+    print(f"{run.model_config.model} {size[0]}x{size[1]} ({weights}), "
           f"{args.num_images} images of {args.data}, int8 calibrated on {args.calibration}; TensorFlow {tf.__version__}; load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after\n")
     print(f"Keras model AP: {keras_ap:.4f} with per-class NMS, {keras_agnostic_ap:.4f} with class-agnostic NMS (as "

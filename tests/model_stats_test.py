@@ -1,8 +1,8 @@
 """Tests of spinenet_tf/model_stats.py: parameter and FLOP (multiply-add) counts, total and per level.
 
 Golden numbers are derived by hand (a 3x3 conv costs H * W * Cin * Cout * 9 multiply-adds) or come from the oracle:
-Model Garden's backbones (tf-models-official 2.20.0) counted with REFERENCE.md's [CALC] routine, i.e. the TF
-profiler's float ops on a frozen concrete function, halved.
+Model Garden's backbones (tf-models-official 2.20.0, tests/oracle.py) counted by the TF profiler: the float ops of a
+frozen concrete function, halved.
 """
 
 import keras
@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+import oracle
 import spinenet_tf
 from spinenet_tf import model_stats
 
@@ -80,7 +81,7 @@ def test_per_level_breakdown_of_mobile_49xs():
 # --- against the oracle ---------------------------------------------------------------------------------------
 
 def _calc_flops(model, size):
-    """REFERENCE [CALC]: TF-profiler float ops of the frozen concrete function at batch 1, halved."""
+    """TF-profiler float ops of the frozen concrete function at batch 1, halved."""
     concrete = tf.function(model).get_concrete_function(tf.TensorSpec([1, size, size, 3], tf.float32))
     graph = convert_variables_to_constants_v2(concrete).graph
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
@@ -88,27 +89,21 @@ def _calc_flops(model, size):
     return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops / 2
 
 
-def _oracle(module_name, class_name, model_id, size):
-    tf_keras = pytest.importorskip("tf_keras")
-    module = pytest.importorskip(f"official.vision.modeling.backbones.{module_name}")
-    return getattr(module, class_name)(input_specs=tf_keras.layers.InputSpec(shape=[None, size, size, 3]),
-                                       **module.SCALING_MAP[model_id])
-
-
 @pytest.mark.oracle
-@pytest.mark.parametrize("name, module_name, class_name, model_id, size", [
-    # Mobile-49 at its paper resolution (REFERENCE §2); depthwise resampling, SE, nearest up-sampling.
-    ("spinenet-mobile-49", "spinenet_mobile", "SpineNetMobile", "49", 384),
+@pytest.mark.parametrize("name, size", [
+    # Mobile-49 at its paper resolution (384, SpineNet-Mobile paper arXiv:2010.11426); depthwise resampling, SE,
+    # nearest up-sampling.
+    ("spinenet-mobile-49", 384),
     # SpineNet-49S, small input to keep the test quick; alpha resampling, max-pool down-sampling.
-    ("spinenet-49s", "spinenet", "SpineNet", "49S", 128),
+    ("spinenet-49s", 128),
 ])
-def test_counts_match_model_garden(name, module_name, class_name, model_id, size):
-    oracle = _oracle(module_name, class_name, model_id, size)
-    oracle_flops = _calc_flops(oracle, size)
-    # The library also counts tf_keras models; unfrozen it gives the frozen [CALC] number.
-    assert model_stats.count_flops(oracle, (size, size, 3)) == pytest.approx(oracle_flops, abs=1)
+def test_counts_match_model_garden(name, size):
+    theirs = oracle.backbone(name, size)
+    oracle_flops = _calc_flops(theirs, size)
+    # The library also counts tf_keras models; unfrozen it gives the frozen profiler number.
+    assert model_stats.count_flops(theirs, (size, size, 3)) == pytest.approx(oracle_flops, abs=1)
 
     ours = spinenet_tf.build_backbone(name, input_shape=(size, size, 3))
-    assert model_stats.count_params(ours) == model_stats.count_params(oracle)
+    assert model_stats.count_params(ours) == model_stats.count_params(theirs)
     # Only up-sampling differs (ResizeNearestNeighbor vs reshape + tile; neither has a FLOP count).
     assert model_stats.count_flops(ours, (size, size, 3)) == pytest.approx(oracle_flops, rel=0.01)

@@ -11,8 +11,8 @@ import keras
 from keras import ops
 
 from spinenet_tf.classification.head import ClassificationHead
+from spinenet_tf.layers import keras_fit
 from spinenet_tf.layers.tracking import CheckpointCollections
-from spinenet_tf.training import optimizers
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
@@ -54,7 +54,7 @@ class Classifier(CheckpointCollections, keras.Model):
         if metrics == "auto":
             metrics = [_SparseOrDenseAccuracy(1, name="top1"), _SparseOrDenseAccuracy(5, name="top5")]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-        optimizers.build_slots(self)
+        keras_fit.build_slots(self)
 
     def _cross_entropy(self, y_true, y_pred):
         y_true = _as_distribution(y_true, self.num_classes)

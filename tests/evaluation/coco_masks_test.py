@@ -7,7 +7,7 @@ Golden values by hand: a perfect prediction scores AP 1; a prediction with mask 
 import numpy as np
 import pytest
 
-from spinenet_tf.data import detection_input
+from spinenet_tf.detection import mask_ops
 from spinenet_tf.evaluation.coco import COCOEvaluator, encode_masks
 
 SIZE = 28
@@ -68,9 +68,9 @@ def test_mask_iou_064_matches_at_three_of_ten_thresholds():
     # columns (320 px): mask IoU 0.64 matches at 0.50, 0.55 and 0.60 only; the box IoU is 1.
     gt_box = [[10, 10, 30, 35]]
     full = np.ones((SIZE, SIZE), np.float32)
-    left = detection_input.crop_masks(np.pad(np.ones((20, 16, 1), np.uint8), [[0, 0], [0, 9], [0, 0]])[None],
-                                      np.array([[0, 0, 20, 25]], np.float32), SIZE).numpy()[0]
-    pasted = detection_input.paste_masks(left[None], np.array(gt_box, np.float32), HEIGHT, WIDTH)[0]
+    left = mask_ops.crop_masks(np.pad(np.ones((20, 16, 1), np.uint8), [[0, 0], [0, 9], [0, 0]])[None],
+                               np.array([[0, 0, 20, 25]], np.float32), SIZE).numpy()[0]
+    pasted = mask_ops.paste_masks(left[None], np.array(gt_box, np.float32), HEIGHT, WIDTH)[0]
     assert pasted.sum() == 320 and pasted[10:30, 10:26].all()  # the pasting this golden value relies on
     metrics = _evaluate(_detections(gt_box, [1], [0.9], [left]), _labels(gt_box, [1], [full]))
     assert metrics["AP"] == pytest.approx(1.0)
@@ -93,8 +93,8 @@ def test_detection_of_crowd_ground_truth_is_not_a_false_positive():
 
 
 def test_rle_round_trips_to_the_pasted_mask():
-    masks = detection_input.paste_masks(np.stack([_disc(), _disc()]), np.array([[2, 3, 30, 40], [0, 0, 60, 80]]),
-                                        HEIGHT, WIDTH)
+    masks = mask_ops.paste_masks(np.stack([_disc(), _disc()]), np.array([[2, 3, 30, 40], [0, 0, 60, 80]]),
+                                 HEIGHT, WIDTH)
     from pycocotools import mask as mask_utils
     rles = encode_masks(masks)
     assert all(isinstance(rle["counts"], str) for rle in rles)

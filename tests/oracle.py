@@ -1,0 +1,163 @@
+"""The oracle: Google's Model Garden (tf-models-official 2.20.0, `official.vision`, on tf_keras) built for our
+registry rows, in one place for the parity tests and bench/.
+
+How to import it: test files write `import oracle` (tests/conftest.py puts `tests/` on `sys.path`); bench scripts
+put `tests/` on `sys.path` themselves.
+
+`official` is imported here at module top, on purpose. tf-models-official is pinned in requirements-dev.txt, so
+with the dev install a missing or broken oracle is an error in every test that uses it, never a skip: a parity test
+that skips has checked nothing. Tests that compare a single Model Garden function (an anchor generator, a box coder,
+a loss) import that module where they use it, with a plain import, for the same reason.
+
+What it builds (each for a name of `spinenet_tf.registry`, with Model Garden's own defaults elsewhere):
+    backbone_row(name) -> (class, SCALING_MAP row)
+        `official/vision/modeling/backbones/spinenet.py` or `spinenet_mobile.py`.
+    backbone(name, height, width, **overrides)
+        `SpineNet` / `SpineNetMobile` with that row, overridden by `overrides` (e.g. activation="swish").
+    retinanet(name, num_classes, height, width)
+        `retinanet_model.RetinaNetModel`: the backbone, no decoder (SpineNet RetinaNets use the identity decoder,
+        which has no weights), `dense_prediction_heads.RetinaNetHead`, swish as our detectors; built by one call.
+    maskrcnn_config(name, num_classes, height, width, **overrides) / maskrcnn(...)
+        `configs.maskrcnn.MaskRCNN` of a `registry.MASKRCNN_DETECTORS` row, and the `MaskRCNNModel`
+        `modeling.factory.build_maskrcnn` makes of it (identity decoder, swish), built by one call.
+    randomize_batch_norm(model, seed)
+        non-trivial batch-norm statistics, so that a mis-mapped variable shows in an output comparison.
+    clear_session()
+        frees the Model Garden models no longer referenced (tf_keras' session; the big ones hold gigabytes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+from official.vision.configs import backbones as backbones_config
+from official.vision.configs import common, decoders
+from official.vision.configs import maskrcnn as maskrcnn_lib
+from official.vision.modeling import factory, retinanet_model
+from official.vision.modeling.backbones import spinenet, spinenet_mobile
+from official.vision.modeling.heads import dense_prediction_heads
+from official.vision.modeling.layers import detection_generator
+
+from spinenet_tf import registry
+
+MIN_LEVEL, MAX_LEVEL = 3, 7
+NUM_SCALES, ASPECT_RATIOS = 3, [0.5, 1.0, 2.0]  # 9 anchors per location, as every registry detector
+
+
+def input_spec(height: int, width: int | None = None) -> tf_keras.layers.InputSpec:
+    return tf_keras.layers.InputSpec(shape=[None, height, width or height, 3])
+
+
+def backbone_row(name: str) -> tuple[type, dict]:
+    """(Model Garden's class, its SCALING_MAP row) for a registry backbone name: "spinenet-49s" -> SpineNet,
+    SCALING_MAP["49S"]; "spinenet-mobile-49xs" -> SpineNetMobile, SCALING_MAP["49XS"]."""
+    if registry.BACKBONES[name].family == "spinenet_mobile":
+        return spinenet_mobile.SpineNetMobile, spinenet_mobile.SCALING_MAP[
+            name.removeprefix("spinenet-mobile-").upper()]
+    return spinenet.SpineNet, spinenet.SCALING_MAP[name.removeprefix("spinenet-").upper()]
+
+
+def backbone(name: str, height: int = 128, width: int | None = None, **overrides) -> tf_keras.Model:
+    """Model Garden's backbone for a registry name, its SCALING_MAP row overridden by `overrides`."""
+    cls, scaling = backbone_row(name)
+    return cls(input_specs=input_spec(height, width), **{**scaling, **overrides})
+
+
+def retinanet(name: str, num_classes: int = 91, height: int = 128, width: int | None = None) -> tf_keras.Model:
+    """Model Garden's RetinaNetModel for a `registry.DETECTORS` row, called once (so every weight exists)."""
+    spec = registry.DETECTORS[name]
+    width = width or height
+    head = dense_prediction_heads.RetinaNetHead(
+        min_level=MIN_LEVEL, max_level=MAX_LEVEL, num_classes=num_classes,
+        num_anchors_per_location=NUM_SCALES * len(ASPECT_RATIOS), num_convs=spec.head_num_convs,
+        num_filters=spec.head_num_filters, use_separable_conv=spec.head_separable, activation="swish")
+    model = retinanet_model.RetinaNetModel(
+        backbone(spec.backbone, height, width, activation="swish"), None, head,
+        detection_generator.MultilevelDetectionGenerator(), min_level=MIN_LEVEL, max_level=MAX_LEVEL,
+        num_scales=NUM_SCALES, aspect_ratios=ASPECT_RATIOS, anchor_size=spec.anchor_size)
+    model(np.zeros((1, height, width, 3), np.float32), image_shape=tf.constant([[height, width]]), training=False)
+    return model
+
+
+# Our `build_detector` overrides that Model Garden's Mask R-CNN config expresses: the backbone's width (a backbone
+# built here is passed to the factory), and the rest of the config.
+_MASKRCNN_BACKBONE_OVERRIDES = ("filter_size_scale", "endpoints_num_filters")
+_MASKRCNN_SPEC_OVERRIDES = tuple(field.name for field in dataclasses.fields(registry.MaskRCNNSpec))
+
+
+def maskrcnn_config(name: str, num_classes: int = 91, height: int = 128, width: int | None = None,
+                    rpn_num_proposals: int | None = None, max_detections: int | None = None,
+                    **overrides) -> maskrcnn_lib.MaskRCNN:
+    """Model Garden's MaskRCNN config for a `registry.MASKRCNN_DETECTORS` row: SpineNet P3-P7, identity decoder,
+    one RPN conv, `box_num_convs` convs + one FC box head, mask head, swish, 3 x 3 anchors, Model Garden's proposal
+    and sampling defaults (which ours share). `overrides` replace fields of the row (rpn_num_filters, box_fc_dims,
+    ...; the backbone-width ones are read by `maskrcnn`); `rpn_num_proposals` and `max_detections` set the
+    inference proposal and detection counts."""
+    spec = dataclasses.replace(registry.MASKRCNN_DETECTORS[name],
+                               **{k: v for k, v in overrides.items() if k in _MASKRCNN_SPEC_OVERRIDES})
+    unknown = set(overrides) - set(_MASKRCNN_SPEC_OVERRIDES) - set(_MASKRCNN_BACKBONE_OVERRIDES)
+    if unknown:
+        raise TypeError(f"maskrcnn_config: no Model Garden counterpart for {sorted(unknown)}")
+    roi_generator, generator = maskrcnn_lib.ROIGenerator(), maskrcnn_lib.DetectionGenerator()
+    if rpn_num_proposals is not None:
+        roi_generator.test_num_proposals = rpn_num_proposals
+    if max_detections is not None:
+        generator.max_num_detections = max_detections
+    return maskrcnn_lib.MaskRCNN(
+        num_classes=num_classes, input_size=[height, width or height, 3], min_level=MIN_LEVEL, max_level=MAX_LEVEL,
+        anchor=maskrcnn_lib.Anchor(num_scales=NUM_SCALES, aspect_ratios=ASPECT_RATIOS, anchor_size=spec.anchor_size),
+        backbone=backbones_config.Backbone(type="spinenet", spinenet=backbones_config.SpineNet(
+            model_id=spec.backbone.removeprefix("spinenet-").upper(), min_level=MIN_LEVEL, max_level=MAX_LEVEL)),
+        decoder=decoders.Decoder(type="identity", identity=decoders.Identity()),
+        rpn_head=maskrcnn_lib.RPNHead(num_convs=1, num_filters=spec.rpn_num_filters),
+        detection_head=maskrcnn_lib.DetectionHead(num_convs=spec.box_num_convs, num_filters=spec.box_num_filters,
+                                                  num_fcs=1, fc_dims=spec.box_fc_dims),
+        mask_head=maskrcnn_lib.MaskHead(num_convs=spec.mask_num_convs, num_filters=spec.mask_num_filters),
+        roi_generator=roi_generator, detection_generator=generator,
+        norm_activation=common.NormActivation(activation="swish", use_sync_bn=False))
+
+
+def maskrcnn(name: str, num_classes: int = 91, height: int = 128, width: int | None = None,
+             l2_regularizer: tf_keras.regularizers.Regularizer | None = None, **overrides) -> tf_keras.Model:
+    """Model Garden's MaskRCNNModel of `maskrcnn_config(...)`, called once on zeros (the factory builds only the
+    backbone; the heads build on their first inputs). `filter_size_scale` / `endpoints_num_filters` in `overrides`
+    shrink the backbone, which is then built here with the row's other SCALING_MAP settings."""
+    width = width or height
+    config = maskrcnn_config(name, num_classes, height, width, **overrides)
+    backbone_overrides = {k: overrides[k] for k in _MASKRCNN_BACKBONE_OVERRIDES if k in overrides}
+    custom_backbone = None
+    if backbone_overrides:
+        custom_backbone = backbone(registry.MASKRCNN_DETECTORS[name].backbone, height, width, activation="swish",
+                                   kernel_regularizer=l2_regularizer, **backbone_overrides)
+    model = factory.build_maskrcnn(input_spec(height, width), config, l2_regularizer=l2_regularizer,
+                                   backbone=custom_backbone)
+    model(tf.zeros([1, height, width, 3]), tf.constant([[height, width]], tf.float32), training=False)
+    return model
+
+
+def randomize_batch_norm(model: tf_keras.Model, seed: int) -> None:
+    """Redraws the batch-norm statistics and affine parameters (Model Garden's initial ones are 0 / 1, which would
+    hide a swapped mean and beta); kernels keep their fan-in scaled random initialisation."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        name = variable.name.split("/")[-1].split(":")[0]
+        shape = tuple(variable.shape)
+        if name == "moving_variance":
+            value = rng.uniform(0.5, 2.0, shape)
+        elif name in ("moving_mean", "beta"):
+            value = rng.normal(0.0, 0.2, shape)
+        elif name == "gamma":
+            value = rng.normal(1.0, 0.2, shape)
+        else:
+            continue
+        variable.assign(value.astype(np.float32))
+
+
+def clear_session() -> None:
+    """Frees the Model Garden models nobody references any more (the big ones hold gigabytes of graph)."""
+    tf_keras.backend.clear_session()
+    gc.collect()
