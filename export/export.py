@@ -4,9 +4,7 @@
         --representative_data=builtin:shapes:train --output=detector_int8.tflite
 """
 
-from absl import app
-
-from spinenet_tf import export
+from spinenet_tf import cli, export
 
 if __name__ == "__main__":
-    app.run(export.main)
+    cli.run(export.main)
