@@ -1,4 +1,4 @@
-"""Keeps BUILD honest: every module and test file has a target, every listed source exists (STYLE.md §8.11).
+"""Keeps BUILD honest: every module and test file has a target, every listed source exists.
 
 What BUILD must list:
 - every `spinenet_tf/**/*.py` in the `srcs` of a py_library (one py_library per package directory);
@@ -6,7 +6,7 @@ What BUILD must list:
 - every other `tests/**/*.py` (helpers such as `tests/testing.py`) in some `srcs`; `conftest.py` is pytest-only.
 
 Not required: `bench/`, `export/` and `tflite/` scripts. bench/ runs through `make bench`; export/ and tflite/ are
-docs with ~10-line wrappers that are never imported (STYLE.md §8.1, §8.8). A target that does list them is still
+docs with ~10-line wrappers that are never imported (the library does the work). A target that does list them is still
 checked. For every target: `srcs` is an explicit list (no glob), every source exists, the name is unique, and a
 local dep (":name") names a target of this file.
 
@@ -90,7 +90,8 @@ def check_build(root: pathlib.Path, build_text: str | None = None) -> list[str]:
 
     for rule in rules:
         tests = [src for src in rule.srcs if src.endswith("_test.py")]
-        if rule.kind == "py_test" and (rule.main != _PYTEST_MAIN or list(rule.args) != [f"$(rootpath {t})" for t in tests]):
+        if rule.kind == "py_test" and (rule.main != _PYTEST_MAIN
+                                       or list(rule.args) != [f"$(rootpath {t})" for t in tests]):
             # Bazel runs a py_test's main as a script; a pytest file run that way executes no test.
             problems.append(f"py_test {rule.name!r} must run pytest: main = \"{_PYTEST_MAIN}\", with it in srcs, "
                             f"and args = [\"$(rootpath {tests[0] if tests else 'tests/..._test.py'})\"]")

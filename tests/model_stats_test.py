@@ -72,7 +72,8 @@ def test_per_level_breakdown_of_mobile_49xs():
     assert sum(s.params for s in stats.per_level.values()) == stats.params == model_stats.count_params(model)
     assert sum(s.flops for s in stats.per_level.values()) == stats.flops
     # P3 = 1x1 conv from the level-3 block (int(40 * 0.6) = 24 channels) to 24 endpoint filters on a 16x16 map,
-    # + BN gamma/beta (REFERENCE §3.2: 49XS widths, endpoints_num_filters 24).
+    # + BN gamma/beta (49XS widths and endpoints_num_filters 24: FILTER_SIZE_MAP and SCALING_MAP in Model Garden's
+    # `official/vision/modeling/backbones/spinenet_mobile.py`).
     assert stats.per_level["P3"] == model_stats.GroupStats(params=24 * 24 + 2 * 24, flops=16 * 16 * 24 * 24)
     assert "other" not in stats.per_level  # every weight and costly op has a structural name
     assert stats.to_json_dict()["per_level"]["P3"] == {"params": 624, "flops": 147456}

@@ -24,13 +24,16 @@ def test_json_output():
     summary = json.loads(result.stdout)
     assert summary["model"] == "spinenet-mobile-49xs"
     assert summary["image_size"] == [256, 256]
-    # 0.873 M params for RetinaNet-Mobile-49XS (backbone + head) per REFERENCE §2 [CALC]; the backbone is most of it.
+    # 0.873 M params for RetinaNet-Mobile-49XS (backbone + head): what Model Garden's code builds
+    # (tf-models-official 2.20.0). The backbone is most of it.
     assert 0.7e6 < summary["params"] < 0.873e6
-    # 0.18 B multiply-adds for the whole detector at 256 (REFERENCE §2 [CALC]); the backbone is below that.
+    # 0.18 B multiply-adds for the whole detector at 256, what Model Garden's code builds (tf-models-official
+    # 2.20.0); the backbone is below that.
     assert 0.08e9 < summary["flops"] < 0.18e9
     assert sum(group["params"] for group in summary["per_level"].values()) == summary["params"]
     assert sum(group["flops"] for group in summary["per_level"].values()) == summary["flops"]
-    # P7 endpoint at 256: a 2x2 map, 1x1 conv from int(112 * 0.6) = 67 to 24 channels (REFERENCE §3.2).
+    # P7 endpoint at 256: a 2x2 map, 1x1 conv from int(112 * 0.6) = 67 to 24 channels (FILTER_SIZE_MAP and
+    # SCALING_MAP['49XS'] in Model Garden's `official/vision/modeling/backbones/spinenet_mobile.py`).
     assert summary["per_level"]["P7"]["flops"] == 2 * 2 * 67 * 24
 
 

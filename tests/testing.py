@@ -1,4 +1,4 @@
-"""The shared test harness (modelled on keras-hub's `test_case.py`; STYLE.md §8.9).
+"""The shared test harness (modelled on keras-hub's `test_case.py`).
 
 How to import it: `tests/conftest.py` puts `tests/` first on `sys.path`, so every test file writes
 
@@ -228,7 +228,8 @@ def normalize(images: np.ndarray) -> np.ndarray:
 # === The training CLI in a subprocess ===
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-# A RetinaNet SpineNet-Mobile-49XS shrunk for tests (registry model, shrinking overrides: STYLE.md §8.9), 128x128.
+# A RetinaNet SpineNet-Mobile-49XS shrunk for tests (registry model with shrinking overrides, which keeps test-only
+# models out of the registry), 128x128.
 TINY_DETECTOR_FLAGS = (
     "--task=detection", "--model=retinanet-spinenet-mobile-49xs", "--image_size=128",
     "--model_overrides=filter_size_scale=0.25,endpoints_num_filters=8,num_filters=8",

@@ -86,8 +86,8 @@ def match(similarity: tf.Tensor, *, positive_threshold: float = 0.5, negative_th
     if allow_low_quality_matches:
         best_anchor = tf.argmax(similarity, axis=1, output_type=tf.int32)  # [B, G]: each column's best row
         # Each row's lowest valid column among those that picked it, by a segment minimum over the G picks (MG
-        # builds a [B, G, A] one-hot and takes its argmax over G: the same result, 57 -> 16 ms for the RPN's
-        # 76,725 anchors x 101 columns at batch 2).
+        # builds a [B, G, A] one-hot and takes its argmax over G: the same result, without the [B, G, A] tensor;
+        # timing in bench/README.md, Mask R-CNN section).
         num_columns = tf.shape(similarity)[2]
         columns = tf.where(valid, tf.range(num_columns)[None, :], num_columns)
         rows = best_anchor + tf.range(batch)[:, None] * num_anchors

@@ -17,17 +17,16 @@ def l2_loss(weights, weight_decay: float) -> tf.Tensor:
     kernels = [w for w in weights if w.path.endswith("kernel")]
     if not weight_decay or not kernels:
         return tf.constant(0.0)
-    # tf.nn.l2_loss (sum / 2, one op, as tf_keras's L2 regularizer): loss + gradient 12.5 ms against 19 ms for
-    # reduce_sum(square) over Mask R-CNN-49's 40.8M weights on the 2-core CPU.
+    # tf.nn.l2_loss (sum / 2, one op, as tf_keras's L2 regularizer): a cheaper loss and gradient than
+    # reduce_sum(square) (timing in bench/README.md, Mask R-CNN section).
     return weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(w, tf.float32)) for w in kernels])
 
 
 def build_slots(model: keras.Model) -> None:
     """Creates the compiled optimizer's slot variables now.
 
-    Created inside the first traced train step instead, they make Keras trace that step twice. `compile()` of our
-    models calls this.
+    Created inside the first traced train step instead, they make Keras trace that step twice, which makes the
+    first `fit` step much slower (docs/training_performance.md). `compile()` of our models calls this.
     """
-    # Measured for RetinaNet SpineNet-Mobile-49XS: first `fit` step 106 s -> 64 s of CPU.
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)

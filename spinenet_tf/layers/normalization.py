@@ -32,14 +32,14 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     Inference: Keras 3 normalises with separate Rsqrt/Sub/Mul/Add ops, which TensorFlow's graph optimiser cannot
     fold into the convolution before it; with the fused op, conv + batch norm + activation become one oneDNN kernel,
-    as for Model Garden's tf_keras layers (measured in bench/backbone_latency.py: ~10% of SpineNet-49's CPU time).
+    as for Model Garden's tf_keras layers (`bench/backbone_latency.py` measures the gain; bench/README.md).
 
     Training: Keras 3 builds moments, normalisation and their gradients from ~20 small ops per layer; the fused op
-    and its fused gradient cut the train graph of RetinaNet SpineNet-Mobile-49XS by ~9k nodes (of 46k) and its step
-    time (docs/training_performance.md). The moving statistics follow Keras 3, not tf_keras: Keras 3 averages the
-    *biased* batch variance, while `FusedBatchNormV3` returns the Bessel-corrected one (n / (n - 1), n = B*H*W),
-    which tf_keras' fused layer (Model Garden's) averages as is. The correction is undone here, so the layer gives
-    the same numbers on both paths and with `synchronized=True` (whose cross-replica moments are biased too).
+    and its fused gradient make the train graph smaller and the step faster (docs/training_performance.md). The
+    moving statistics follow Keras 3, not tf_keras: Keras 3 averages the *biased* batch variance, while
+    `FusedBatchNormV3` returns the Bessel-corrected one (n / (n - 1), n = B*H*W), which tf_keras' fused layer
+    (Model Garden's) averages as is. The correction is undone here, so the layer gives the same numbers on both
+    paths and with `synchronized=True` (whose cross-replica moments are biased too).
 
     Masks, non-NHWC or non-4D inputs, renorm, `center=False` / `scale=False`, and synchronized training take Keras'
     own path. Same variables, same results.

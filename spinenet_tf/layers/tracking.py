@@ -5,8 +5,8 @@ Keras 3 (TensorFlow backend, 3.15 here) wraps a layer's list and dict attributes
 SavedModel (`TFLayer._trackable_children`, save_type "savedmodel"). So a `tf.train.Checkpoint` of a model whose layers
 keep sublayers in a list (a resampling chain, a head's per-level batch norms) silently leaves out every variable
 under them: neither saved nor restored, and `assert_existing_objects_matched()` does not notice (the objects are not
-in the graph it checks). Measured on RetinaNet SpineNet-Mobile-49XS before this fix: 479 of its 857 weights were
-missing from training checkpoints (keras-team/keras#18398 is the same bug in Keras 3.0).
+in the graph it checks); docs/training_performance.md has the count for RetinaNet SpineNet-Mobile-49XS
+(keras-team/keras#18398 is the same bug in Keras 3.0).
 
 `CheckpointCollections` adds, for checkpoints only, every layer found in such a collection as a direct child named
 after the attribute and its position or key (`chain_0`, `norms_1_3`): the objects themselves, so restore and the

@@ -2,14 +2,11 @@
 
 The converter's own calibration (TF 2.20 `TFLiteConverter` with a `representative_dataset`) keeps, for every
 activation tensor, the absolute min and max seen over all calibration images, and quantizes the tensor with one int8
-step of (max - min) / 255. Two things go wrong with that on our detectors (measured on the briefly trained
-RetinaNet SpineNet-Mobile-49XS of the tests, `tests/export_testing.py`):
+step of (max - min) / 255. Two things go wrong with that on our detectors:
 
-- **Outliers set the step.** A few extreme activations widen whole tensors' ranges: on an earlier, less trained
-  fixture (float AP 0.152) more calibration data made the int8 model *worse* (AP 0.139 / 0.131 / 0.132 with 100 /
-  500 / 2,000 images). Also, 192 of its 619 recorded ranges are wider than any value the tensor takes when the
-  same float graph runs with every tensor preserved (e.g. `[-65.5, 58.1]` for a resampling conv whose values lie in
-  `[-6.8, 8.8]`).
+- **Outliers set the step.** A few extreme activations widen whole tensors' ranges, so more calibration data can
+  make the int8 model *worse*, and many recorded ranges are far wider than any value the tensor takes when the
+  same float graph runs with every tensor preserved.
 - **Dead units break XNNPACK.** A squeeze-excitation ReLU that never fires (the 1-channel SE bottlenecks of
   SpineNet-Mobile's first blocks can die in training) gets the range `[0, 0]`; the conv writing it then needs a
   requantization multiplier (input scale x weight scale / output scale) above 256, which XNNPACK's int8 kernels do
@@ -23,12 +20,9 @@ takes the `PERCENTILES` (0.001, 99.999) — the defaults of TensorFlow's own his
 (`tensorflow/compiler/mlir/quantization/tensorflow/calibrator/calibration_algorithm.py`, `HistogramPercentile`) —
 widened to contain 0 and to span at least `MIN_RANGE`; model inputs keep their full range (or a given one). The
 ranges are written into the calibrated flatbuffer and the converter's quantizer (`mlir_quantize`) does the rest,
-as in a plain conversion (which this reproduces output for output when the ranges are left unchanged).
-
-Measured on the test fixture (val AP over the 200 built-in validation images; float .tflite 0.374): converter
-ranges 0.364 with the builtin kernels, and XNNPACK aborts; these ranges 0.367 builtin / 0.372 XNNPACK. Mean
-errors of the raw outputs against the float graph (earlier fixture, 50 images, anchors scoring > 0.1): box codes
-0.0136 -> 0.0120, scores 0.0095 -> 0.0082 (the 99.99th percentile gave 0.0097 / 0.0071; we keep TF's default).
+as in a plain conversion (which this reproduces output for output when the ranges are left unchanged). With
+these ranges the int8 model is closer to the float one and runs under XNNPACK (measurements: bench/README.md,
+"int8 calibration ranges").
 
 This uses TF-internal entry points (`_experimental_calibrate_only`, `lite.python.convert.mlir_quantize`), as the
 QuantizationDebugger does; requirements pin TF 2.20 and the tests convert through this path.
@@ -80,8 +74,9 @@ def activation_ranges(calibrated: bytes, representative_dataset: Callable[[], It
 
     indices = _calibrated_tensors(flatbuffer_utils.convert_bytearray_to_object(calibrated))
     # Every tensor kept: no buffer reuse between tensors, so each read is that tensor's own value.
-    interpreter = litert.Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True,
-                                     experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = litert.Interpreter(
+        model_content=calibrated, experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
     inputs = [d["index"] for d in interpreter.get_input_details()]
 

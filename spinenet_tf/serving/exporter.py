@@ -2,13 +2,15 @@
 
 The model is rebuilt from the `train_config.json` a training run saved in its `model_dir` (so no model flag needs
 repeating) and its weights restored from the latest checkpoint there, or from `--checkpoint` (whose `model_dir` is
-two levels up: `model_dir/checkpoints/ckpt-N`). Every check that needs no TensorFlow work runs first, and the
-output is written through a temporary file, so a failed export leaves nothing at `--output`.
+two levels up: `model_dir/checkpoints/ckpt-N`). Every check that needs no TensorFlow work runs first (the optional
+packages a TFLite export needs among them, `check_packages`), and the output is written through a temporary file, so
+a failed export leaves nothing at `--output`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 
 from absl import logging
@@ -18,6 +20,10 @@ from spinenet_tf.serving import output_path, tflite_convert, tflite_graph
 
 FORMATS = ("saved_model", "tflite")
 NMS_TYPES = ("fast", "regular")
+# What `pip install .` leaves out and a TFLite export may need: setup.py's "tflite" extra installs both.
+TFLITE_EXTRA = 'pip install "spinenet_tf[tflite]"'
+_METADATA_SCHEMA = "mediapipe.tasks.metadata.metadata_schema_py_generated"  # serving/metadata.py's flatbuffer classes
+_LITERT = "ai_edge_litert.interpreter"  # serving/calibration.py runs the float graph with it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,12 +170,38 @@ def calibration_data(config: ExportConfig, task: str, image_size):
     return representative_data.representative_dataset(images)
 
 
+def check_packages(config: ExportConfig, task: str) -> None:
+    """Imports the optional packages this export will need, before any TensorFlow work.
+
+    Raises:
+        ModuleNotFoundError: One line naming the flag that needs the package and the extra that installs it (the
+            CLI prints it as `error: ...`, `spinenet_tf.cli`); `name` is the missing package.
+    """
+    if config.format != "tflite":
+        return
+    needs = []
+    if config.quantization == "int8":
+        needs.append((_LITERT, "--quantization=int8 (its calibration runs the float model in LiteRT)", ""))
+    if task == "detection" and config.metadata and not config.raw_outputs:
+        needs.append((_METADATA_SCHEMA, "--format=tflite with metadata", " (or --nometadata)"))
+    for module, what, alternative in needs:
+        package = module.partition(".")[0]
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            missing = isinstance(error, ModuleNotFoundError) and (error.name or "").partition(".")[0] == package
+            detail = "" if missing else f" (importing {module} failed: {error})"  # installed but broken
+            raise ModuleNotFoundError(f"{what} needs {package}{detail}: {TFLITE_EXTRA}{alternative}",
+                                      name=package) from None
+
+
 def export(config: ExportConfig) -> str:
     """Runs the export; returns the absolute output path.
 
     Raises:
         ValueError: One line naming the flag or file at fault (bad flags, missing or mismatched checkpoint, wrong
             representative data, unwritable output).
+        ModuleNotFoundError: A package of the "tflite" extra that this export needs is missing (`check_packages`).
     """
     from spinenet_tf.serving import saved_model, signatures
 
@@ -180,6 +212,7 @@ def export(config: ExportConfig) -> str:
         # Before the model is built: RoIAlign and the second stage's gathers have no TFLite builtin kernels.
         raise ValueError(f"--format=tflite: {run.model_config.model} is a Mask R-CNN, which cannot be converted to "
                          "TFLite; use --format=saved_model")
+    check_packages(config, task)
     model, run = load_model(config, run)
     if config.format == "saved_model":
         logging.info("writing the SavedModel of %s to %s ...", model.name, config.output)

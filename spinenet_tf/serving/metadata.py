@@ -2,8 +2,9 @@
 
 The metadata is the `TFLITE_METADATA` buffer of the .tflite flatbuffer (schema `metadata_schema.fbs`, identifier
 "M001") plus the label file appended to the model as a zip archive, which is how the official populator
-(`mediapipe/tasks/python/metadata/metadata.py::MetadataPopulator`) stores associated files. What we write mirrors
-`metadata_writers/object_detector.py::MetadataWriter.create_for_models_with_nms` (REFERENCE.md §4.4):
+(`mediapipe/tasks/python/metadata/metadata.py::MetadataPopulator`) stores associated files. What we write
+mirrors `MetadataWriter.create_for_models_with_nms` in tflite-support's
+`tensorflow_lite_support/metadata/python/metadata_writers/object_detector.py`:
 
 - input `image`: ImageProperties RGB, NormalizationOptions mean 128 / std 128 (one value: MediaPipe rejects
   per-channel normalisation; the graph converts to ImageNet statistics, see `tflite_input.py`), stats min / max = the
@@ -42,8 +43,8 @@ def _metadata_schema():
     try:
         from mediapipe.tasks.metadata import metadata_schema_py_generated
     except ImportError as error:
-        raise ImportError(f"writing TFLite metadata needs the mediapipe package (pip install mediapipe): {error}") \
-            from None
+        raise ModuleNotFoundError(f'writing TFLite metadata needs mediapipe ({error}): pip install '
+                                  f'"spinenet_tf[tflite]"', name="mediapipe") from None
     return metadata_schema_py_generated
 
 

@@ -2,10 +2,11 @@
 
 Preprocessing is the **evaluation** pipeline's (`detection_input.resize_and_pad` without jitter, then
 `normalize_image`), not the training parser with flips and scale jitter that Model Garden's
-`export_tflite_lib.representative_dataset` uses (REFERENCE.md §4.1). The int8 ranges are fixed by what the
-calibration images activate, and the deployed model sees whole images resized to fit and zero-padded (detection)
-or centre crops (classification), never 2x-zoomed or random crops; eval preprocessing also makes calibration deterministic, so the same data always gives the same
-.tflite. Images are taken in the source's order (no shuffle) for the same reason.
+`representative_dataset` uses (`official/vision/serving/export_tflite_lib.py`). The int8 ranges are fixed by what
+the calibration images activate, and the deployed model sees whole images resized to fit and zero-padded (detection)
+or centre crops (classification), never 2x-zoomed or random crops; eval preprocessing also makes calibration
+deterministic, so the same data always gives the same .tflite. Images are taken in the source's order (no shuffle)
+for the same reason.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def convert(model, quantization: str = "none",
             # Activation ranges measured by `calibration` (percentile-clipped), not the converter's min/max.
             # The offset is subtracted in float before the input is quantized (int8 / uint8 inputs are first
             # dequantized, exactly: their step is 1 / 128); the int8 subtraction was slower and, with int8 I/O,
-            # less accurate (classifier top-1 agreement with Keras 0.91 against 1.0).
+            # less accurate (bench/README.md).
             float_scopes = (tflite_graph.INPUT_SCOPE, tflite_graph.CLIP_SCOPE, tflite_graph.SCORE_SCOPE)
             return tflite_flatbuffer.compact_tensor_names(calibration.quantize(
                 converter, representative_dataset, IO_TYPES[io_type], IO_TYPES[io_type],

@@ -10,8 +10,8 @@ def compact_tensor_names(content: bytes) -> bytes:
     """The .tflite with shorter tensor names; nothing else changes (weights, ops, signatures, I/O names).
 
     The converter names a fused op's output after every op it absorbed, joined by ';', each with the full Keras
-    scope: on RetinaNet Mobile-49XS the names are 66 KB of a 3.7 MB file (Model Garden's, with shorter layer
-    names: 40 KB). Each tensor keeps the first of those names without its outermost scope (the model's name), e.g.
+    scope, and with our longer layer names that made our files larger than Model Garden's (sizes in
+    bench/README.md). Each tensor keeps the first of those names without its outermost scope (the model's name), e.g.
     "spinenet_mobile_49xs_1/block15_resample1_1/down0_bn_1/FusedBatchNormV3"; graph inputs and outputs keep theirs.
     """
     from tensorflow.lite.python import schema_py_generated as schema

@@ -39,8 +39,8 @@ POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 # stay float32 in int8 models.
 CLIP_SCOPE = "clip_boxes_to_input"
 SCORE_SCOPE = "scores_of_kept_detections"
-# Name scope of the input offset subtraction; float32 in int8 models as well, where the quantizer's int8 SUB with
-# a per-channel constant cost 1.3 ms of 9.5 per invoke (Mobile-49XS at 256, 1 thread) and the float one 0.2 ms.
+# Name scope of the input offset subtraction; float32 in int8 models as well, since the quantizer's broadcasting
+# int8 SUB with a per-channel constant is several times slower than the float one (bench/README.md).
 INPUT_SCOPE = "input_offset"
 
 
@@ -61,9 +61,9 @@ class PostProcessConfig:
         nms_score_threshold, nms_iou_threshold: As the model's `score_threshold` / `iou_threshold`.
         clip_boxes: Decode and clip the boxes to the input before the op, as `RetinaNet.decode` does, so that NMS
             sees the same boxes as in the SavedModel (`clipped_boxes`). Off: the op gets the raw box codes and
-            anchors, as in Model Garden's export, and its boxes are not clipped; saves the decoding ops (0.1-0.15
-            ms of 5-6 per invoke on Mobile-49XS at 256, 0.2-0.5 ms at 384, `bench/tflite_postprocess.py`)
-            and NMS may keep a different box among overlapping boxes that cross the border.
+            anchors, as in Model Garden's export, and its boxes are not clipped; saves the decoding ops (a small
+            part of an invoke, timed by `bench/tflite_postprocess.py`; bench/README.md) and NMS may keep a
+            different box among overlapping boxes that cross the border.
     """
 
     max_detections: int = 100
@@ -109,10 +109,9 @@ def _to_folded_input(module: tf.Module, image: tf.Tensor) -> tf.Tensor:
     """In the graph: the TFLite input -> the folded model's input (the normalised image over `scale`).
 
     The subtraction runs on a view of the image with `3 k` values per row (k pixels, k = 32 where the pixel count
-    allows) against the offset tiled k times: a broadcast over an innermost axis of 3 does not vectorise, and
-    XNNPACK took 0.18 ms at 256 x 256 and 0.39 ms at 384 x 384 for it, against 0.035 and 0.08 ms for the same
-    values this way (scratch timings of one-op files, 1 thread; the two reshapes cost nothing measurable). The tiled
-    constant is 384 bytes.
+    allows) against the offset tiled k times: a broadcast over an innermost axis of 3 does not vectorise in
+    XNNPACK, this view does, and the reshapes are free (timings in bench/README.md). The tiled constant is 384
+    bytes.
     """
     height, width, channels = image.shape[1:]
     pixels = math.gcd(height * width, 32)
@@ -164,7 +163,8 @@ class TFLiteDetectionModule(tf.Module):
         num_classes = model.num_classes - 1 if self.skip_class_zero else model.num_classes
         on_logits = dataclasses.replace(self.postprocess,
                                         nms_score_threshold=logit(self.postprocess.nms_score_threshold))
-        self._nms = tf.function(_empty_postprocess, experimental_implements=implements_signature(on_logits, num_classes))
+        self._nms = tf.function(_empty_postprocess,
+                                experimental_implements=implements_signature(on_logits, num_classes))
 
     def serve(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
         outputs = self._model(_to_folded_input(self, image), training=False)
@@ -186,8 +186,8 @@ class TFLiteDetectionModule(tf.Module):
         else:
             anchors = self._anchors
         # NMS on the logits: the sigmoid is increasing, so with the threshold at logit(t) the op keeps the same
-        # boxes in the same order, and only the K kept scores go through the sigmoid (not N x C of them; 0.35 ms
-        # of 10 per invoke on Mobile-49XS at 256, 91 classes). Rows past num_detections stay 0, as the op's.
+        # boxes in the same order, and only the K kept scores go through the sigmoid (not N x C of them; the
+        # saving is in bench/README.md). Rows past num_detections stay 0, as the op's.
         boxes, classes, kept_logits, count = self._nms(box_codes, logits, anchors)
         with tf.name_scope(SCORE_SCOPE):
             rows = tf.range(self.postprocess.max_detections, dtype=tf.float32)[None]
@@ -207,7 +207,7 @@ def clipped_boxes(box_codes: tf.Tensor, anchors: tf.Tensor) -> tf.Tensor:
     the input, `[N, 4]` in the same center-size form: what `RetinaNet.decode` suppresses among.
 
     The op alone decodes without clipping (detection_postprocess.cc), and clipping changes the IoU of boxes that
-    cross the border: measured on the test model, a box scoring 0.21 that reaches 6 px above the image overlaps a
+    cross the border: on the test model, for example, a box scoring 0.21 that reaches 6 px above the image overlaps a
     better box by IoU 0.46 unclipped (kept by the op) and 0.52 clipped (suppressed by the SavedModel). So the graph
     decodes and clips here and hands the op these boxes as its anchors (the kernel reads the anchors tensor at
     every invoke) with zero codes. Decoding as `box_coder.decode_boxes`, log-scale codes capped at
@@ -215,8 +215,8 @@ def clipped_boxes(box_codes: tf.Tensor, anchors: tf.Tensor) -> tf.Tensor:
 
     The (center, size) halves are taken apart by viewing `[N, 4]` as `[N, 2, 2]` and unstacking the middle axis,
     and put back by stacking: LiteRT runs `STRIDED_SLICE` of the last axis and `CONCATENATION` of the halves in
-    its own kernels (XNNPACK does not take them), which made this tail 0.33 ms of work at 12,276 anchors against
-    about 0.1 ms now; the elementwise ops cost a few microseconds each in XNNPACK. The anchors' halves fold into
+    its own kernels (XNNPACK does not take them), which made this tail about three times slower, while XNNPACK
+    runs the elementwise ops (timings in bench/README.md, `tflite_postprocess.py`). The anchors' halves fold into
     two `[N, 2]` constants, the same bytes as the `[N, 4]` one.
     """
     code_centers, code_sizes = tf.unstack(tf.reshape(box_codes, [-1, 2, 2]), axis=1)

@@ -10,7 +10,7 @@ Why not ImageNet statistics at the input: MediaPipe's ObjectDetector refuses per
 it applies. Why 128 and not 127.5: the input (p - 128) / 128 is exact in float in every runtime, and an int8 input
 step of 1 / 128 (int8-input classifiers) maps pixel p exactly to the integer p - 128, whereas with 127.5 every pixel
 lands half-way between two int8 values, so float rounding noise in the caller's normalisation (MediaPipe's differs
-from numpy's) flips pixels by one step and int8 detections differ between runtimes (bench/README.md).
+from numpy's) flips pixels by one step and int8 detections differ between runtimes (tflite/README.md).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 user can meet when choosing a backbone: bad tables (validate_block_specs / plan_network), input size, model name,
 overrides (spinenet_tf.build_backbone).
 
-Expected tables: REFERENCE.md §3.1 (SpineNet: 16 rows, outputs at levels 4, 3, 5, 7, 6 and Model Garden's extra
-level-2 output block) and §3.2 (SpineNet-Mobile: 16 mbconv rows, 5 outputs); the oracle test compares them with
-Model Garden's own lists.
+Expected tables: Model Garden's `SPINENET_BLOCK_SPECS` in `official/vision/modeling/backbones/spinenet.py`
+(SpineNet: 16 rows, outputs at levels 4, 3, 5, 7, 6 and Model Garden's extra level-2 output block) and in
+`official/vision/modeling/backbones/spinenet_mobile.py` (SpineNet-Mobile: 16 mbconv rows, 5 outputs); the oracle
+test compares them with Model Garden's own lists.
 """
 
 import pytest
@@ -34,7 +35,7 @@ def _plan(specs, min_level=3, max_level=7):
 def test_spinenet_table():
     assert len(SPINENET_BLOCK_SPECS) == 16
     outputs = [spec.level for spec in SPINENET_BLOCK_SPECS if spec.is_output]
-    assert outputs == [4, 3, 5, 7, 6, 2]  # rows 11-16 of REFERENCE §3.1; the last is Model Garden's L2 block
+    assert outputs == [4, 3, 5, 7, 6, 2]  # rows 11-16 of Model Garden's spinenet.py table; the last is its L2 block
     assert SPINENET_BLOCK_SPECS[-1] == BlockSpec(2, "bottleneck", (2, 13), True)
     assert {spec.block_fn for spec in SPINENET_BLOCK_SPECS} == {"bottleneck", "residual"}
     assert [spec.block_fn for spec in SPINENET_BLOCK_SPECS].count("residual") == 4  # rows 2, 5, 7, 8

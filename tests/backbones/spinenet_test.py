@@ -3,7 +3,8 @@
 Every registry name (never a hand-written list) is built once, at a non-square 256x128 input, by a module-scoped
 fixture that frees it afterwards; the oracle tests share Model Garden's twin (tf-models-official 2.20.0) at
 128x128. Parameter and weight counts do not depend on the input size. The other tests use small models: registry names
-with shrinking overrides (filter_size_scale=0.25, endpoints_num_filters=16) at 128x128 (STYLE.md §8.9).
+with shrinking overrides (filter_size_scale=0.25, endpoints_num_filters=16) at 128x128, which keeps them fast and
+the public registry free of test-only models.
 
 Golden numbers: Model Garden (the oracle, tests/oracle.py), cited where used. Structural facts of Model Garden's
 network (`official/vision/modeling/backbones/spinenet.py`): stochastic depth rate init_rate * i / len(block_specs)
@@ -232,7 +233,8 @@ def test_min_level_override_changes_the_endpoints():
     model = _tiny(min_level=4)
     outputs = model(_images(1, 128, 128), training=False)
     assert list(outputs) == [4, 5, 6, 7] and sorted(model.output_specs) == [4, 5, 6, 7]
-    # Block 13 is the level-3 output and feeds only block 17 (REFERENCE §3.1 table), so nothing needs it now.
+    # Block 13 is the level-3 output and feeds only block 17 (Model Garden's SPINENET_BLOCK_SPECS in
+    # `official/vision/modeling/backbones/spinenet.py`), so nothing needs it now.
     assert not any(layer.name.startswith("block13") for layer in model.layers)
     assert not model.plan[13].used
 
@@ -261,8 +263,9 @@ def test_blocks_feeding_no_endpoint_are_not_built(small_backbone):
 
 
 def test_output_blocks_sum_unconsumed_blocks_of_their_level(small_backbone):
-    # By REFERENCE §3.1's rule the only such block is 11 (level 5; nothing reads it), summed into output block 14
-    # (level 5); in the mobile table (§3.2) it is block 12 (level 5), summed into output block 15.
+    # By Model Garden's fusion rule (`official/vision/modeling/backbones/spinenet.py`) the only such block is 11
+    # (level 5; nothing reads it), summed into output block 14 (level 5); in the mobile table (`spinenet_mobile.py`)
+    # it is block 12 (level 5), summed into output block 15.
     name, _, model = small_backbone
     index, extra = (14, 11) if registry.BACKBONES[name].family == "spinenet" else (15, 12)
     assert {node.index: node.extra_inputs for node in model.plan if node.extra_inputs} == {index: (extra,)}

@@ -2,9 +2,11 @@
 
 - Learning: a mobile classifier with the paper's improved protocol (swish, stochastic depth 0.2, label smoothing
   0.1; SpineNet paper §5.5) reaches 100% top-1 in inference mode on six drawn shapes.
-- The head is the paper's (the authors' tensorflow/tpu `ClassificationHead`, `aggregation: 'all'`; REFERENCE.md
-  §1.5), checked against NumPy.
-- Parameter counts of the ImageNet classifiers against REFERENCE.md §1.5, `.keras` round trip, input errors.
+- The head is the paper's (the authors' tensorflow/tpu `ClassificationHead` in
+  `models/official/detection/modeling/architecture/heads.py`, `aggregation: 'all'` in
+  `configs/spinenet/spinenet49_classification.yaml`), checked against NumPy.
+- Parameter counts of the ImageNet classifiers against Model Garden's built counts (the paper's Table 11 rounds
+  them), `.keras` round trip, input errors.
 """
 
 import re
@@ -20,8 +22,6 @@ from spinenet_tf import registry
 from spinenet_tf.classification.head import ClassificationHead
 from spinenet_tf.layers.stochastic_depth import StochasticDepth
 from spinenet_tf.model_stats import count_params
-
-# Model Garden's input normalisation (REFERENCE §3.3): (image - 255 * mean) / (255 * std).
 
 
 def draw_shapes(num_images: int, size: int, seed: int = 0):
@@ -117,9 +117,10 @@ def test_head_is_the_papers_multi_level_average():
 
 # --- parameters -------------------------------------------------------------------------------------------------
 
-# 1000-class ImageNet classifiers, M params: [CALC] REFERENCE §1.5 = Model Garden backbone 21.83 / 36.26 / 60.25 /
-# 126.59 M + a 1000-way FC (endpoints 256 / 256 / 256 / 512 channels); the paper's Table 11 ([TPU-ZOO]) rounds
-# them to 22.1 / 36.5 / 60.5 / 127.1.
+# 1000-class ImageNet classifiers, M params: Model Garden's built counts (what its code builds, tf-models-official
+# 2.20.0): backbone 21.83 / 36.26 / 60.25 / 126.59 M + a 1000-way FC (endpoints 256 / 256 / 256 / 512 channels);
+# the paper's Table 11 (also in tensorflow/tpu `models/official/detection/MODEL_ZOO.md`) rounds them to
+# 22.1 / 36.5 / 60.5 / 127.1.
 IMAGENET_PARAMS = {
     "classifier-spinenet-49": 22.09,
     "classifier-spinenet-96": 36.52,

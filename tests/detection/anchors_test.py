@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from spinenet_tf.detection import anchors as anchors_lib
 
-# The RetinaNet-SpineNet anchor setup (REFERENCE §3.3) on a non-square input.
+# The RetinaNet-SpineNet anchor setup (Model Garden's `official/vision/configs/retinanet.py`) on a non-square input.
 CONFIG = dict(min_level=3, max_level=7, num_scales=3, aspect_ratios=[0.5, 1.0, 2.0], anchor_size=3)
 
 

@@ -129,7 +129,8 @@ def test_matches_model_garden_v2(class_agnostic, pre_nms_top_k, logit_mean):
 
 def test_decoding_and_class_agnostic_nms_convert_to_tflite_builtins():
     # The per-class path uses tf.image.combined_non_max_suppression, which TFLite only runs through Select TF ops;
-    # on-device per-class NMS goes through the TFLite_Detection_PostProcess op instead (REFERENCE §4.2).
+    # on-device per-class NMS goes through the TFLite_Detection_PostProcess op instead
+    # (Model Garden's `official/vision/modeling/layers/detection_generator.py`, nms_version='tflite').
     image_size = (32, 32)
     anchors = anchors_lib.concat_anchors(anchors_lib.generate_anchors(3, 4, 1, [1.0], 4.0, image_size))
     specs = [tf.TensorSpec([1, anchors.shape[0], 2]), tf.TensorSpec([1, anchors.shape[0], 4])]

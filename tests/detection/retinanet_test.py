@@ -6,8 +6,10 @@
   row of `registry.DETECTORS`, and within 1% of the SpineNet paper's table.
 - FLOPs (multiply-adds) against the paper, serialization, and the errors users meet.
 
-Golden numbers: SpineNet paper (Du et al., arXiv:1912.05027, Table 4 / REFERENCE.md §1.2), SpineNet-Mobile
-(arXiv:2010.11426, REFERENCE.md §2) and Model Garden (tf-models-official 2.20.0, built in the `oracle` tests).
+Golden numbers: SpineNet paper (Du et al., CVPR 2020, arXiv:1912.05027, Table 4), the published SpineNet-Mobile
+(Du et al., ECCV 2020, arXiv:2010.11426) figures in Model Garden's `official/vision/MODEL_GARDEN.md` and the
+authors' tensorflow/tpu `models/official/detection/MODEL_ZOO.md`, and Model Garden (tf-models-official 2.20.0,
+built in the `oracle` tests).
 """
 
 import functools
@@ -28,7 +30,6 @@ from spinenet_tf.detection import losses
 from spinenet_tf.detection.targets import assign_targets
 from spinenet_tf.model_stats import count_params
 
-# Model Garden's input normalisation (REFERENCE §3.3): (image - 255 * mean) / (255 * std).
 # rectangle, ellipse, triangle = classes 0, 1, 2, each in its own colour.
 PARAMS_SIZE = 128  # parameter counts do not depend on the input size; 128 = 2**max_level is the smallest legal one
 
@@ -160,16 +161,19 @@ def test_params_equal_model_garden(name):
 
 # Paper figures (91-class heads, M params) and where they come from. Keys must be registry names (checked below).
 PAPER_PARAMS = {
-    # 11.27M [CALC], REFERENCE §1.2 note: Google's released code (MG and tensorflow/tpu: block specs, width 0.65,
-    # 128-ch endpoints and head) builds 11.27M; the paper's 12.0M (11.9M in [TPU-ZOO]) is not reproducible from it,
-    # cause unconfirmed. We hold to the code; the oracle test above pins it exactly.
+    # 11.27M is Model Garden's built count (tf-models-official 2.20.0): Google's released code (Model Garden and
+    # tensorflow/tpu: block specs, width 0.65, 128-ch endpoints and head) builds 11.27M; the paper's 12.0M (11.9M in
+    # tensorflow/tpu `models/official/detection/MODEL_ZOO.md`) is not reproducible from it, cause unconfirmed. We
+    # hold to the code; the oracle test above compares with Model Garden's live count exactly.
     "retinanet-spinenet-49s": 11.27,
     "retinanet-spinenet-49": 28.5,    # SpineNet paper Table 4, SpineNet-49 @640
     "retinanet-spinenet-96": 43.0,    # SpineNet paper Table 4, SpineNet-96 @1024
-    "retinanet-spinenet-143": 66.9,   # SpineNet paper Table 4 via [YR] (67.0 in [TPU-ZOO]), SpineNet-143 @1280
+    "retinanet-spinenet-143": 66.9,   # SpineNet paper Table 4, SpineNet-143 @1280 (67.0 in tensorflow/tpu MODEL_ZOO.md)
     "retinanet-spinenet-190": 163.6,  # SpineNet paper Table 4, SpineNet-190 @1280
-    # Mobile SpineNet-49: 2.32M [MG-MD], 2.34M [TPU-ZOO] "SpineNetMB-49"; 2.338M [CALC] is MG's model counted
-    # (REFERENCE §2), which both published figures round to.
+    # Mobile SpineNet-49: 2.32M in Model Garden's `official/vision/MODEL_GARDEN.md`, 2.34M "SpineNetMB-49" in
+    # tensorflow/tpu `models/official/detection/MODEL_ZOO.md`; 2.338M is Model Garden's built count
+    # (tf-models-official 2.20.0), which both published figures round to. The oracle test above compares with the
+    # live count exactly.
     "retinanet-spinenet-mobile-49": 2.338,
 }
 
@@ -187,15 +191,15 @@ def test_params_match_paper(name):
 
 # (name, input size, B multiply-adds), 91-class heads; batch norm counts 0 (folded into the conv at inference).
 PAPER_FLOPS = [
-    # 31.0B [CALC], REFERENCE §1.2 note: what Google's released code builds; the paper's 33.8B is not reproducible
-    # from it (see the 49S parameter note). Held to the code.
+    # 31.0B is Model Garden's built count (what its code builds, tf-models-official 2.20.0); the paper's 33.8B is
+    # not reproducible from it (see the 49S parameter note). Held to the code.
     ("retinanet-spinenet-49s", 640, 31.0),
     ("retinanet-spinenet-49", 640, 85.4),          # SpineNet paper Table 4
-    ("retinanet-spinenet-mobile-49", 384, 1.0),    # [TPU-ZOO] "SpineNetMB-49" and [MG-MD] (REFERENCE §2)
+    ("retinanet-spinenet-mobile-49", 384, 1.0),    # tensorflow/tpu MODEL_ZOO.md "SpineNetMB-49"; MODEL_GARDEN.md
 ]
 PAPER_FLOPS_LARGE = [
     ("retinanet-spinenet-96", 1024, 265.4),        # SpineNet paper Table 4
-    ("retinanet-spinenet-143", 1280, 524.4),       # SpineNet paper Table 4 via [YR] (524.0 in [TPU-ZOO])
+    ("retinanet-spinenet-143", 1280, 524.4),       # SpineNet paper Table 4 (524.0 in tensorflow/tpu MODEL_ZOO.md)
     ("retinanet-spinenet-190", 1280, 1885.0),      # SpineNet paper Table 4
 ]
 

@@ -1,10 +1,11 @@
 """Tests of spinenet_tf/layers/blocks.py: ResidualBlock, BottleneckBlock, MBConvBlock, SqueezeExcite.
 
-Expected structures come from REFERENCE.md §3.1 (Model Garden's residual/bottleneck blocks: BN after every conv, act
-after all but the last, projection = 1x1 conv + BN, no conv biases, stochastic depth on the residual branch before
-the add) and §3.2 (MBConv: expand 1x1, depthwise 3x3, SE reducing to max(1, int(in_filters * se_ratio)) on the
-expanded tensor with a hard_sigmoid gate, project 1x1 + BN with no activation, residual only when in == out and
-stride 1).
+Expected structures come from Model Garden's `official/vision/modeling/layers/nn_blocks.py` as SpineNet uses them
+(`ResidualBlock` / `BottleneckBlock`: BN after every conv, act after all but the last, projection = 1x1 conv + BN, no
+conv biases, stochastic depth on the residual branch before the add; `InvertedBottleneckBlock` as built by
+`official/vision/modeling/backbones/spinenet_mobile.py` for MBConv: expand 1x1, depthwise 3x3, SE reducing to
+max(1, int(in_filters * se_ratio)) on the expanded tensor with a hard_sigmoid gate, project 1x1 + BN with no
+activation, residual only when in == out and stride 1).
 """
 
 import keras
@@ -93,7 +94,7 @@ def test_projection_shortcut_is_strided_1x1_conv_plus_bn(cls, filters, out_chann
 
 
 def test_bottleneck_kernel_shapes_follow_model_garden():
-    # 1x1 (f) -> 3x3 (f, strided) -> 1x1 (4f); REFERENCE §3.1.
+    # 1x1 (f) -> 3x3 (f, strided) -> 1x1 (4f): Model Garden's nn_blocks.BottleneckBlock.
     block = BottleneckBlock(4, strides=2, use_projection=True)
     block.build((1, 8, 8, 6))
     assert [tuple(c.kernel.shape) for c in (block.conv1, block.conv2, block.conv3)] == [
@@ -145,7 +146,8 @@ def test_mbconv_residual_only_when_shape_is_kept():
 
 @pytest.mark.parametrize("in_filters, se_ratio, reduced", [(8, 0.2, 1), (16, 0.2, 3), (40, 0.25, 10), (4, 0.1, 1)])
 def test_mbconv_squeeze_width_and_se_on_expanded_tensor(in_filters, se_ratio, reduced):
-    # REFERENCE §3.2: reduce to max(1, int(in_filters * se_ratio)); SE acts on the expanded (x expand_ratio) tensor.
+    # Model Garden's nn_blocks.InvertedBottleneckBlock: reduce to max(1, int(in_filters * se_ratio)); SE acts on
+    # the expanded (x expand_ratio) tensor.
     block = MBConvBlock(in_filters, in_filters, expand_ratio=6, se_ratio=se_ratio)
     block.build((1, 4, 4, in_filters))
     expanded = 6 * in_filters

@@ -1,9 +1,10 @@
 """Tests of spinenet_tf/layers/resample.py: NearestUpsampling, CrossScaleResample, MobileResample.
 
-Expected structures come from REFERENCE.md §3.1 (SpineNet `_resample_with_alpha`: 1x1 narrowing conv + BN + act; down:
-one 3x3/2 conv + BN + act then 3x3/2 max-pools until the level matches; up: nearest; then 1x1 conv + BN with no
-activation) and §3.2 (SpineNet-Mobile `_resample_with_sepconv`: no narrowing conv; one depthwise 3x3/2 + BN + act per
-level down, nearest up, then 1x1 conv + BN).
+Expected structures come from Model Garden's `official/vision/modeling/backbones/spinenet.py`
+(`_resample_with_alpha`: 1x1 narrowing conv + BN + act; down: one 3x3/2 conv + BN + act then 3x3/2 max-pools until
+the level matches; up: nearest; then 1x1 conv + BN with no activation) and
+`official/vision/modeling/backbones/spinenet_mobile.py` (`_resample_with_sepconv`: no narrowing conv; one depthwise
+3x3/2 + BN + act per level down, nearest up, then 1x1 conv + BN).
 """
 
 import keras
@@ -109,7 +110,8 @@ def test_cross_scale_up_is_nearest_after_narrowing(level_shift):
 
 
 def test_cross_scale_resample_ends_with_bn_without_activation():
-    # REFERENCE §3.1: the last 1x1 conv has BN but no activation (the network activates the sum of parents).
+    # Model Garden's `_resample_with_alpha`: the last 1x1 conv has BN but no activation (the network activates the
+    # sum of parents).
     for level_shift in (-1, 0, 1):
         layer = CrossScaleResample(level_shift, narrow_filters=8, out_filters=16)
         y = _np(layer(_random((2, 8, 8, 8)), training=False))
@@ -138,7 +140,7 @@ def test_mobile_down_has_one_depthwise_conv_per_level(level_shift):
     depthwise = _layers_of(layer, keras.layers.DepthwiseConv2D)
     assert len(depthwise) == level_shift
     assert all(tuple(d.strides) == (2, 2) and tuple(d.kernel_size) == (3, 3) for d in depthwise)
-    # No narrowing conv (REFERENCE §3.2): the only regular conv is the final 1x1.
+    # No narrowing conv (Model Garden's `_resample_with_sepconv`): the only regular conv is the final 1x1.
     assert [tuple(c.kernel.shape) for c in _layers_of(layer, keras.layers.Conv2D)] == [(1, 1, 8, 6)]
     assert not _layers_of(layer, keras.layers.MaxPooling2D)
 

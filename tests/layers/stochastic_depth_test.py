@@ -1,8 +1,8 @@
-"""Tests of spinenet_tf/layers/stochastic_depth.py (timm's test_layers_drop.py pattern, STYLE.md §8.9).
+"""Tests of spinenet_tf/layers/stochastic_depth.py (timm's test_layers_drop.py pattern).
 
 Drop-path (Huang et al., arXiv:1603.09382): per sample, the branch is kept with probability 1 - rate and scaled by
 1 / (1 - rate); the identity at inference. Per-block rates follow Model Garden's
-`nn_layers.get_stochastic_depth_rate`: block i of n gets rate * i / n (REFERENCE.md §3.1).
+`get_stochastic_depth_rate` (`official/vision/modeling/layers/nn_layers.py`): block i of n gets rate * i / n.
 """
 
 import keras
@@ -76,7 +76,8 @@ def test_rate_outside_unit_interval_raises(rate):
 
 
 def test_rate_for_block_is_linear_in_block_number():
-    # Model Garden's get_stochastic_depth_rate(init_rate, i, n) = init_rate * i / n (REFERENCE §3.1).
+    # Model Garden's get_stochastic_depth_rate(init_rate, i, n) = init_rate * i / n
+    # (`official/vision/modeling/layers/nn_layers.py`).
     for i in range(1, 17):
         assert stochastic_depth_rate_for_block(0.2, i, 16) == pytest.approx(0.2 * i / 16, rel=1e-12)
     assert stochastic_depth_rate_for_block(0.2, 16, 16) == pytest.approx(0.2)

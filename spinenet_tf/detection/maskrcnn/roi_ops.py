@@ -156,9 +156,8 @@ def bilinear_combine(neighbours: tf.Tensor, y_weights: tf.Tensor, x_weights: tf.
 
     Each output sample sums its 2 x 2 weighted neighbours, as a 2 x 2 average pool of the neighbours weighted by 4x
     (MG's `_feature_bilinear_interpolation`). A `reduce_sum` over the two inner axes of a 7-D view gives the same
-    values, but its forward pass alone took 265 ms of a 6.3 s Mask R-CNN-49 train step at batch 2, plus its
-    broadcast gradient; with the pool, RoIAlign forward + backward fell from 813 to 355 ms (tf.profiler, 2-core
-    CPU)."""
+    values, but it and its broadcast gradient are much slower than the pool (timings in bench/README.md, Mask
+    R-CNN section)."""
     batch, num_boxes = tf.shape(neighbours)[0], tf.shape(neighbours)[1]
     side, channels = neighbours.shape[2], neighbours.shape[-1]
     weights = y_weights[..., :, None] * x_weights[..., None, :] * 4.0

@@ -175,7 +175,7 @@ def _first_by_noise(candidates: tf.Tensor, noise: tf.Tensor, count, max_count: i
     random subset without replacement of the `[B, N]` mask `candidates`.
 
     One `top_k` of `max_count` and a scatter, not a rank from two full argsorts (same subset: the sort's order is
-    `top_k`'s): 4 argsorts took 30 ms of a Mask R-CNN-49 batch-2 train step over 76,725 anchors."""
+    `top_k`'s), since full argsorts over every anchor are a measurable part of a train step (bench/README.md)."""
     scores = tf.where(candidates, noise, -1.0)
     size = scores.shape[-1]  # static where known: XLA needs a constant k
     _, order = tf.math.top_k(scores, k=min(max_count, size) if size is not None else

@@ -8,8 +8,9 @@
 - Conversion (`slow`): a Model Garden checkpoint loads through `convert`, and the RPN outputs, the heads' outputs on
   the same proposals, the detections and the masks agree with Model Garden's within 1e-4 relative.
 
-Golden numbers: [TPU-ZOO] / [MG-MD] / the paper via [YR] (REFERENCE.md §1.4) and Model Garden (tf-models-official
-2.20.0, built in the `oracle` tests).
+Golden numbers: the authors' tensorflow/tpu `models/official/detection/MODEL_ZOO.md`, Model Garden's
+`official/vision/MODEL_GARDEN.md`, the SpineNet paper's Mask R-CNN results table (Du et al., CVPR 2020,
+arXiv:1912.05027) and Model Garden (tf-models-official 2.20.0, built in the `oracle` tests).
 """
 
 import functools
@@ -107,15 +108,17 @@ def test_params_equal_model_garden(name):
 
 # Published Mask R-CNN sizes (M params, 91 classes). Keys must be registry names (checked below).
 PAPER_PARAMS = {
-    # 13.9M: paper via [YR] (REFERENCE §1.4), built from the authors' spinenet49s_mrcnn.yaml: 128-wide RPN, box and
-    # mask heads and a 512-wide FC (the issue's "128 instead of 256 in the heads"; the FC width is the yaml's).
+    # 13.9M: the SpineNet paper's Mask R-CNN results table, built from the authors' spinenet49s_mrcnn.yaml:
+    # 128-wide RPN, box and mask heads and a 512-wide FC (the issue's "128 instead of 256 in the heads"; the FC
+    # width is the yaml's).
     "maskrcnn-spinenet-49s": 13.9,
-    "maskrcnn-spinenet-49": 40.8,    # [TPU-ZOO] and [MG-MD] (paper via [YR]: 40.8)
-    "maskrcnn-spinenet-96": 55.2,    # [TPU-ZOO] and [MG-MD]
-    "maskrcnn-spinenet-143": 79.2,   # [TPU-ZOO] and [MG-MD]
-    # 168.2M: [TPU-ZOO], the authors' spinenet190_mrcnn.yaml: 384 wide in all three heads (not only the box head),
-    # 7 convs in the box and mask heads, and ONE RPN conv: the yaml's `rpn_head: num_convs: 7` is ignored by the
-    # TPU `RpnHead`, which always builds one conv (with 7 the count would be 176.2M). We hold to that code.
+    "maskrcnn-spinenet-49": 40.8,    # tensorflow/tpu MODEL_ZOO.md and MODEL_GARDEN.md (the paper: 40.8 too)
+    "maskrcnn-spinenet-96": 55.2,    # tensorflow/tpu MODEL_ZOO.md and MODEL_GARDEN.md
+    "maskrcnn-spinenet-143": 79.2,   # tensorflow/tpu MODEL_ZOO.md and MODEL_GARDEN.md
+    # 168.2M: tensorflow/tpu `models/official/detection/MODEL_ZOO.md`, the authors' spinenet190_mrcnn.yaml: 384
+    # wide in all three heads (not only the box head), 7 convs in the box and mask heads, and ONE RPN conv: the
+    # yaml's `rpn_head: num_convs: 7` is ignored by the TPU `RpnHead`, which always builds one conv (with 7 the
+    # count would be 176.2M). We hold to that code.
     "maskrcnn-spinenet-190": 168.2,
 }
 
@@ -129,7 +132,7 @@ def test_params_match_paper(name):
     assert our_params(name) / 1e6 == pytest.approx(PAPER_PARAMS[name], rel=0.01)
 
 
-# (name, input size, B multiply-adds), REFERENCE.md §1.4: the SpineNet paper's Mask R-CNN rows (via [YR]). The count
+# (name, input size, B multiply-adds): the SpineNet paper's Mask R-CNN results table (arXiv:1912.05027). The count
 # is the whole inference pass with 91 classes: RPN, the box head on the 1000 proposals, the mask head on the 100
 # detection slots (measured: 49S 59.93 B and 49 215.84 B, 99.6% and 99.9% of the paper's).
 PAPER_FLOPS = [("maskrcnn-spinenet-49s", 640, 60.2), ("maskrcnn-spinenet-49", 640, 216.1)]
