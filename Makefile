@@ -26,9 +26,10 @@ TEST_WORKERS ?= 2
 test: venv
 	$(PYTEST) -n $(TEST_WORKERS) -m "not slow" tests
 
-# pytest exits 5 when nothing is selected; no slow tests yet is not a failure.
+# pytest exits 5 when nothing is selected; no slow tests yet is not a failure. --dist loadgroup keeps the users of
+# one cached training fixture (pytest.mark.xdist_group) on one worker, so the other worker is not left waiting.
 test-slow: venv
-	$(PYTEST) -m slow tests || [ $$? -eq 5 ]
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadgroup -m slow tests || [ $$? -eq 5 ]
 
 test-all: venv
 	$(PYTEST) tests

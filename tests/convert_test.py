@@ -1,5 +1,5 @@
-"""Model Garden -> spinenet_tf conversion: every variant, live model and checkpoint, square and non-square
-(`make test` runs the small variants on non-square inputs; `make test-slow` the rest).
+"""Model Garden -> spinenet_tf conversion: every variant, live model and checkpoint, on non-square inputs
+(`make test` runs the small variants on non-square inputs; `make test-slow` the big ones).
 
 The oracle is tf-models-official 2.20.0 (`official.vision.modeling`, built by tests/oracle.py). Its outputs on the
 same input and weights are the golden values; agreement is required within 1e-4 relative (the backbone issue's bound).
@@ -37,11 +37,10 @@ def _check_endpoints(mg, ours, height, width, seed):
     assert max(errors.values()) < RTOL, errors
 
 
-# Non-square inputs catch a transposed resample or a swapped axis that square ones hide, so those run in `make test`
-# (for the small variants); square inputs and the big variants run in `make test-slow`.
-@pytest.mark.parametrize("name,height,width", [
-    *testing.slow_unless([(name, 128, 256) for name in registry.BACKBONES], key=lambda row: row[0]),
-    *[pytest.param(name, 128, 128, marks=pytest.mark.slow) for name in registry.BACKBONES]])
+# Non-square inputs catch a transposed resample or a swapped axis that square ones hide, and a square input takes the
+# same code, so every variant runs non-square only: the small ones in `make test`, the big ones in `make test-slow`.
+@pytest.mark.parametrize("name,height,width",
+                         testing.slow_unless([(name, 128, 256) for name in registry.BACKBONES], key=lambda row: row[0]))
 def test_live_model_and_checkpoint_match_model_garden(name, height, width, tmp_path):
     mg = oracle.backbone(name, height, width)
     oracle.randomize_batch_norm(mg, seed=1)

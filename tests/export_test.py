@@ -160,6 +160,7 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.litert
+@pytest.mark.xdist_group("detector_fixture")
 def test_cli_exports_a_trained_model_dir(tmp_path):
     import export_testing
     from spinenet_tf.litert import interpreter as interpreter_lib

@@ -14,7 +14,7 @@ from spinenet_tf.litert import interpreter as interpreter_lib
 from spinenet_tf.serving import representative_data
 from spinenet_tf.serving import tflite_convert, tflite_input
 
-pytestmark = [pytest.mark.slow, pytest.mark.litert]
+pytestmark = [pytest.mark.slow, pytest.mark.litert, pytest.mark.xdist_group("classifier_fixture")]
 
 _NUM_VAL = 100
 

@@ -22,7 +22,8 @@ from spinenet_tf.litert import interpreter as interpreter_lib
 from spinenet_tf.serving import metadata, representative_data, signatures
 from spinenet_tf.serving import tflite_convert, tflite_graph, tflite_input
 
-pytestmark = [pytest.mark.slow, pytest.mark.litert]
+# One xdist worker runs every user of the detector fixture, so the other is not left waiting on its lock.
+pytestmark = [pytest.mark.slow, pytest.mark.litert, pytest.mark.xdist_group("detector_fixture")]
 
 _NUM_VAL = builtin_shapes.SPLIT_SIZES["validation"]  # the whole built-in validation split (200 images)
 

@@ -86,6 +86,7 @@ def _assert_same(served: dict, row: int, expected: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("detector_fixture")
 def test_detection_saved_model_matches_keras_in_a_fresh_process(tmp_path):
     # Trained (the shared fixture): an untrained head scores every anchor near its prior 0.01, so NMS would
     # choose among ties and the comparison would test float noise.
