@@ -24,6 +24,7 @@ What it offers:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -259,6 +260,27 @@ def run_train(*flags: str, timeout: float = 600, check: bool = True, **env) -> s
     if check and result.returncode != 0:
         raise AssertionError(f"train exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
+
+
+# Parameter counts do not depend on the input size; 128 = 2**max_level is the smallest legal one.
+PARAMS_SIZE = 128
+
+
+@functools.cache
+def detector_params(name: str, num_classes: int = 91) -> int:
+    """Trainable parameters of `build_detector(name, num_classes)`; cached because a file's oracle and paper tests
+    share rows, and the model freed afterwards."""
+    import gc
+
+    import spinenet_tf
+    from spinenet_tf.model_stats import count_params
+
+    model = spinenet_tf.build_detector(name, num_classes=num_classes, input_shape=(PARAMS_SIZE, PARAMS_SIZE))
+    params = count_params(model)
+    del model
+    keras.backend.clear_session()
+    gc.collect()
+    return params
 
 
 def detector_flops(name: str, size: int, num_classes: int = 91) -> int:

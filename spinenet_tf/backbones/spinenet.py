@@ -23,7 +23,7 @@ import keras
 from spinenet_tf.backbones.block_specs import (SPINENET_BLOCK_SPECS, SPINENET_MOBILE_BLOCK_SPECS, BlockSpec,
                                                parse_block_specs, validate_block_specs)
 from spinenet_tf.layers.blocks import BottleneckBlock, MBConvBlock, ResidualBlock
-from spinenet_tf.layers.normalization import NormActivationMixin, check_activation, conv2d
+from spinenet_tf.layers.normalization import NormActivationMixin, conv2d
 from spinenet_tf.layers.resample import CrossScaleResample, MobileResample
 from spinenet_tf.layers.stochastic_depth import stochastic_depth_rate_for_block
 from spinenet_tf.layers.tracking import CheckpointCollections
@@ -172,10 +172,7 @@ class SpineNet(CheckpointCollections, NormActivationMixin, keras.Model):
         self.block_repeats = block_repeats
         self.filter_size_scale = filter_size_scale
         self.stochastic_depth_rate = stochastic_depth_rate
-        self.activation = check_activation(activation)
-        self.norm_momentum = norm_momentum
-        self.norm_epsilon = norm_epsilon
-        self.use_sync_bn = use_sync_bn
+        self._set_norm_activation(activation, norm_momentum, norm_epsilon, use_sync_bn)
         self._check_arguments()
         self.plan = self.network_plan(self.block_specs, min_level, max_level, filter_size_scale)
 

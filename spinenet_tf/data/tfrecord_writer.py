@@ -1,17 +1,6 @@
 """Writes TFRecords of tf.Example in Model Garden's key layout (`tf_example`, `write_tfrecord`), the records the
-`tfrecord:GLOB` source (`tfrecord_reader`) reads, and converts COCO datasets to them (`coco_to_tfrecord`).
-
-The keys are those of Model Garden's decoders (`official/vision/dataloaders/tf_example_decoder.py` and
-`classification_input.py`) and its COCO converter (`official/vision/data/create_coco_tf_record.py`):
-
-    image/encoded, image/format, image/height, image/width, image/source_id
-    detection:       image/object/bbox/{ymin,xmin,ymax,xmax} (normalised), image/object/class/label,
-                     image/object/is_crowd, image/object/area, image/object/class/text
-    instance_segmentation: those and image/object/mask, one PNG per instance (0/1 values, the image's size)
-    classification:  image/class/label
-
-Labels are used as written. Model Garden's COCO records hold COCO category ids (1-90), so a model reading them
-needs 91 classes; `coco_to_tfrecord` writes contiguous class indices instead.
+`tfrecord:GLOB` source (`tfrecord_reader`, whose docstring lists the keys) reads, and converts COCO datasets to them
+(`coco_to_tfrecord`, with contiguous class indices where Model Garden's converter keeps COCO's category ids).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import math
 
 import keras
 
-from spinenet_tf.layers.normalization import activation_layer, batch_norm, check_activation
+from spinenet_tf.layers.normalization import NormActivationMixin
 from spinenet_tf.layers.tracking import CheckpointCollections
 
 
@@ -32,7 +32,7 @@ def _conv(filters: int, separable: bool, name: str, kernel_std: float | None, se
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
-class RetinaNetHead(CheckpointCollections, keras.layers.Layer):
+class RetinaNetHead(CheckpointCollections, NormActivationMixin, keras.layers.Layer):
     """Class and box subnets applied to every pyramid level.
 
     Args:
@@ -64,20 +64,16 @@ class RetinaNetHead(CheckpointCollections, keras.layers.Layer):
         self.num_convs = num_convs
         self.num_filters = num_filters
         self.use_separable_conv = use_separable_conv
-        self.activation = check_activation(activation)
-        self.norm_momentum = norm_momentum
-        self.norm_epsilon = norm_epsilon
-        self.use_sync_bn = use_sync_bn
+        self._set_norm_activation(activation, norm_momentum, norm_epsilon, use_sync_bn)
         self.prior_probability = prior_probability
         # Tower convs are shared by the levels; batch norms are per level: {net}_norms[level - min_level][i].
         for net in ("class", "box"):
             setattr(self, f"{net}_convs",
                     [_conv(num_filters, use_separable_conv, f"{net}_conv{i}", 0.01, None) for i in range(num_convs)])
             setattr(self, f"{net}_norms",
-                    [[batch_norm(momentum=norm_momentum, epsilon=norm_epsilon, synchronized=use_sync_bn,
-                                 name=f"{net}_bn_l{level}_{i}") for i in range(num_convs)]
+                    [[self._bn(f"{net}_bn_l{level}_{i}") for i in range(num_convs)]
                      for level in range(min_level, max_level + 1)])
-        self.act = activation_layer(self.activation, layer_name="act")
+        self.act = self._act("act")
         prior_bias = -math.log((1 - prior_probability) / prior_probability)
         self.class_predictor = _conv(num_classes * num_anchors_per_location, use_separable_conv, "class_predictor",
                                      1e-5, 0.03, keras.initializers.Constant(prior_bias))

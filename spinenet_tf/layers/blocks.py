@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from spinenet_tf.layers.normalization import NormActivationMixin, check_activation, conv2d, depthwise_conv2d
+from spinenet_tf.layers.normalization import NormActivationMixin, conv2d, depthwise_conv2d
 from spinenet_tf.layers.stochastic_depth import StochasticDepth
 from spinenet_tf.layers.tracking import CheckpointCollections, build_chain
 
@@ -26,10 +26,7 @@ class _Block(CheckpointCollections, NormActivationMixin, keras.layers.Layer):
                  norm_epsilon: float = 1e-3, use_sync_bn: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.stochastic_depth_rate = float(stochastic_depth_rate)
-        self.activation = check_activation(activation)
-        self.norm_momentum = norm_momentum
-        self.norm_epsilon = norm_epsilon
-        self.use_sync_bn = use_sync_bn
+        self._set_norm_activation(activation, norm_momentum, norm_epsilon, use_sync_bn)
         self.drop_path = StochasticDepth(stochastic_depth_rate, name="drop_path") if stochastic_depth_rate else None
 
     def _drop(self, x, training):

@@ -101,9 +101,18 @@ def activation_layer(name: str, *, layer_name: str | None = None) -> keras.layer
 
 
 class NormActivationMixin:
-    """`_bn(name)` and `_act(name)` for a layer or model that stores `norm_momentum`, `norm_epsilon`, `use_sync_bn`
-    and `activation`: the blocks, the resampling connections, the backbones and the RoI heads all make their batch
-    norms and activations here, from their own settings. Only the sublayer is made; its name is the caller's."""
+    """`_bn(name)` and `_act(name)` for a layer or model that stores its `activation`, `norm_momentum`,
+    `norm_epsilon` and `use_sync_bn` with `_set_norm_activation`: the blocks, the resampling connections, the
+    backbones and the heads all make their batch norms and activations here, from their own settings. Only the
+    sublayer is made; its name is the caller's."""
+
+    def _set_norm_activation(self, activation: str, norm_momentum: float, norm_epsilon: float,
+                             use_sync_bn: bool) -> None:
+        """Stores the settings `_bn` and `_act` read (and `get_config` reports); checks the activation's name."""
+        self.activation = check_activation(activation)
+        self.norm_momentum = norm_momentum
+        self.norm_epsilon = norm_epsilon
+        self.use_sync_bn = use_sync_bn
 
     def _bn(self, name: str) -> keras.layers.BatchNormalization:
         return batch_norm(momentum=self.norm_momentum, epsilon=self.norm_epsilon, synchronized=self.use_sync_bn,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from spinenet_tf.layers.normalization import NormActivationMixin, check_activation, conv2d, depthwise_conv2d
+from spinenet_tf.layers.normalization import NormActivationMixin, conv2d, depthwise_conv2d
 from spinenet_tf.layers.tracking import CheckpointCollections, build_chain, chain_output_shape
 
 
@@ -60,10 +60,7 @@ class _Resample(CheckpointCollections, NormActivationMixin, keras.layers.Layer):
         super().__init__(**kwargs)
         self.level_shift = level_shift  # target level - parent level: > 0 down-samples, < 0 up-samples
         self.out_filters = out_filters
-        self.activation = check_activation(activation)
-        self.norm_momentum = norm_momentum
-        self.norm_epsilon = norm_epsilon
-        self.use_sync_bn = use_sync_bn
+        self._set_norm_activation(activation, norm_momentum, norm_epsilon, use_sync_bn)
         self.chain: list[keras.layers.Layer] = []
 
     def build(self, input_shape):

@@ -31,7 +31,7 @@ from spinenet_tf.detection.targets import assign_targets
 from spinenet_tf.model_stats import count_params
 
 # rectangle, ellipse, triangle = classes 0, 1, 2, each in its own colour.
-PARAMS_SIZE = 128  # parameter counts do not depend on the input size; 128 = 2**max_level is the smallest legal one
+PARAMS_SIZE = testing.PARAMS_SIZE
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------
@@ -81,17 +81,6 @@ def detection_loss(model, x, targets) -> float:
     outputs = model(x, training=False)
     return float(losses.retinanet_loss(targets, outputs["cls_outputs"], outputs["box_outputs"],
                                        **model.loss_config)["loss"])
-
-
-@functools.cache
-def our_detector_params(name: str) -> int:
-    """Trainable parameters of `build_detector(name, 91)`; cached because the oracle and paper tests share rows."""
-    model = spinenet_tf.build_detector(name, num_classes=91, input_shape=(PARAMS_SIZE, PARAMS_SIZE))
-    params = count_params(model)
-    del model
-    keras.backend.clear_session()
-    gc.collect()
-    return params
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +145,7 @@ def _model_garden_detector_params(name: str) -> int:
 @pytest.mark.oracle
 @pytest.mark.parametrize("name", testing.slow_unless(list(registry.DETECTORS), fast=("49s",)))
 def test_params_equal_model_garden(name):
-    assert our_detector_params(name) == _model_garden_detector_params(name)
+    assert testing.detector_params(name) == _model_garden_detector_params(name)
 
 
 # Paper figures (91-class heads, M params) and where they come from. Keys must be registry names (checked below).
@@ -184,7 +173,7 @@ def test_paper_table_names_are_registry_rows():
 
 @pytest.mark.parametrize("name", list(PAPER_PARAMS))
 def test_params_match_paper(name):
-    assert our_detector_params(name) / 1e6 == pytest.approx(PAPER_PARAMS[name], rel=0.01)
+    assert testing.detector_params(name) / 1e6 == pytest.approx(PAPER_PARAMS[name], rel=0.01)
 
 
 # --- FLOPs ------------------------------------------------------------------------------------------------------

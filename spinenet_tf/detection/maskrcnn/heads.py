@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from spinenet_tf.layers.normalization import NormActivationMixin, check_activation
+from spinenet_tf.layers.normalization import NormActivationMixin
 from spinenet_tf.layers.tracking import CheckpointCollections
 
 
@@ -42,10 +42,7 @@ class _RoIHead(CheckpointCollections, NormActivationMixin, keras.layers.Layer):
         self.num_convs = num_convs
         self.num_filters = num_filters
         self.use_separable_conv = use_separable_conv
-        self.activation = check_activation(activation)
-        self.norm_momentum = norm_momentum
-        self.norm_epsilon = norm_epsilon
-        self.use_sync_bn = use_sync_bn
+        self._set_norm_activation(activation, norm_momentum, norm_epsilon, use_sync_bn)
         self.convs = [_conv(num_filters, 3, use_separable_conv, f"{prefix}_conv{i}") for i in range(num_convs)]
         self.conv_norms = [self._bn(f"{prefix}_conv_bn{i}") for i in range(num_convs)]
         self.act = self._act("act")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import keras
 
-from spinenet_tf.layers.normalization import activation_layer, batch_norm, check_activation
+from spinenet_tf.layers.normalization import NormActivationMixin
 from spinenet_tf.layers.tracking import CheckpointCollections
 
 
@@ -24,7 +24,7 @@ def _conv(filters: int, kernel_size: int, separable: bool, kernel_std: float, na
 
 
 @keras.saving.register_keras_serializable(package="spinenet_tf")
-class RPNHead(CheckpointCollections, keras.layers.Layer):
+class RPNHead(CheckpointCollections, NormActivationMixin, keras.layers.Layer):
     """Objectness and box deltas for every anchor of every level.
 
     Args:
@@ -52,16 +52,12 @@ class RPNHead(CheckpointCollections, keras.layers.Layer):
         self.num_convs = num_convs
         self.num_filters = num_filters
         self.use_separable_conv = use_separable_conv
-        self.activation = check_activation(activation)
-        self.norm_momentum = norm_momentum
-        self.norm_epsilon = norm_epsilon
-        self.use_sync_bn = use_sync_bn
+        self._set_norm_activation(activation, norm_momentum, norm_epsilon, use_sync_bn)
         self.convs = [_conv(num_filters, 3, use_separable_conv, 0.01, f"rpn_conv{i}") for i in range(num_convs)]
         # norms[level - min_level][i]: one batch norm per level and conv (the convs are shared).
-        self.norms = [[batch_norm(momentum=norm_momentum, epsilon=norm_epsilon, synchronized=use_sync_bn,
-                                  name=f"rpn_bn_l{level}_{i}") for i in range(num_convs)]
+        self.norms = [[self._bn(f"rpn_bn_l{level}_{i}") for i in range(num_convs)]
                       for level in range(min_level, max_level + 1)]
-        self.act = activation_layer(self.activation, layer_name="act")
+        self.act = self._act("act")
         self.score_predictor = _conv(num_anchors_per_location, 1, use_separable_conv, 1e-5, "rpn_scores")
         self.box_predictor = _conv(4 * num_anchors_per_location, 1, use_separable_conv, 1e-5, "rpn_boxes")
 

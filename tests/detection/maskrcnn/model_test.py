@@ -29,7 +29,7 @@ from spinenet_tf import registry
 from spinenet_tf.detection.maskrcnn.model import MaskRCNN
 from spinenet_tf.model_stats import count_params
 
-PARAMS_SIZE = 128  # parameter counts do not depend on the input size; 128 = 2**max_level is the smallest legal one
+PARAMS_SIZE = testing.PARAMS_SIZE
 # Building a whole detector takes 5-40 s on 2 loaded cores (Model Garden's tf_keras SpineNet the longest): the default
 # run checks the heads of every row against Model Garden's and one whole model against the paper; the rest is `slow`.
 ROWS = list(registry.MASKRCNN_DETECTORS)
@@ -41,17 +41,6 @@ PAPER_ROWS = [name if name == "maskrcnn-spinenet-49s" else pytest.param(name, ma
 TINY = dict(filter_size_scale=0.25, endpoints_num_filters=16, rpn_num_filters=16, box_num_convs=1,
             box_num_filters=8, box_fc_dims=32, mask_num_convs=1, mask_num_filters=8, rpn_num_proposals=64,
             max_detections=8)
-
-
-@functools.cache
-def our_params(name: str) -> int:
-    """Trainable parameters of `build_detector(name, 91)`; cached because the oracle and paper tests share rows."""
-    model = spinenet_tf.build_detector(name, num_classes=91, input_shape=(PARAMS_SIZE, PARAMS_SIZE))
-    params = count_params(model)
-    del model
-    keras.backend.clear_session()
-    gc.collect()
-    return params
 
 
 def _model_garden_params(name: str) -> int:
@@ -103,7 +92,7 @@ def test_head_params_equal_model_garden(name):
 @pytest.mark.oracle
 @pytest.mark.parametrize("name", SLOW_ROWS)
 def test_params_equal_model_garden(name):
-    assert our_params(name) == _model_garden_params(name)
+    assert testing.detector_params(name) == _model_garden_params(name)
 
 
 # Published Mask R-CNN sizes (M params, 91 classes). Keys must be registry names (checked below).
@@ -129,7 +118,7 @@ def test_paper_table_names_are_registry_rows():
 
 @pytest.mark.parametrize("name", PAPER_ROWS)
 def test_params_match_paper(name):
-    assert our_params(name) / 1e6 == pytest.approx(PAPER_PARAMS[name], rel=0.01)
+    assert testing.detector_params(name) / 1e6 == pytest.approx(PAPER_PARAMS[name], rel=0.01)
 
 
 # (name, input size, B multiply-adds): the SpineNet paper's Mask R-CNN results table (arXiv:1912.05027). The count
