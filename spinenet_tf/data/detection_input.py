@@ -161,7 +161,7 @@ class DetectionInput:
         if masks is not None:
             # Each box back in the original image (the visible part of the instance), unflipped: the crop of the
             # unflipped mask in the mirrored box, columns reversed, is the crop of the flipped mask.
-            source = (boxes + tf.tile(info[3], [2])) / tf.tile(info[2], [2])
+            source = box_ops.original_pixels(boxes, info)
             if flip is not None:
                 width = tf.cast(tf.shape(example["image"])[1], tf.float32)
                 mirrored = tf.stack([source[:, 0], width - source[:, 3], source[:, 2], width - source[:, 1]], axis=1)

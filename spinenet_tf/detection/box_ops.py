@@ -21,8 +21,19 @@ def transform_boxes(boxes: tf.Tensor, image_info: tf.Tensor, output_size: Sequen
     return tf.clip_by_value(scaled, 0.0, tf.tile(limit, [2]))
 
 
+def original_pixels(boxes, image_info) -> tf.Tensor:
+    """Inverse of `transform_boxes` (without its clip): model-input boxes -> original-image pixels, float32.
+
+    Args:
+        boxes: `[N, 4]` with `image_info` `[4, 2]`, or a batch `[B, N, 4]` with `[B, 4, 2]`.
+        image_info: See the module docstring.
+    """
+    image_info = tf.convert_to_tensor(image_info, tf.float32)
+    scale = tf.expand_dims(tf.concat([image_info[..., 2, :]] * 2, axis=-1), -2)
+    offset = tf.expand_dims(tf.concat([image_info[..., 3, :]] * 2, axis=-1), -2)
+    return (tf.cast(boxes, tf.float32) + offset) / scale
+
+
 def to_original_pixels(boxes, image_info) -> np.ndarray:
-    """Inverse of `transform_boxes` (without its clip), in numpy: model-input boxes [..., 4] -> original-image
-    pixels."""
-    image_info = np.asarray(image_info)
-    return (np.asarray(boxes) + np.tile(image_info[3], 2)) / np.tile(image_info[2], 2)
+    """`original_pixels` for numpy callers (evaluation, LiteRT outputs)."""
+    return original_pixels(boxes, image_info).numpy()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from spinenet_tf.data import classification_input, detection_input
-from spinenet_tf.detection import mask_ops
+from spinenet_tf.detection import box_ops, mask_ops
 
 
 def image_size_of(model) -> tuple[int, int]:
@@ -104,10 +104,7 @@ class DetectionModule(_ServingModule):
     @staticmethod
     def box_outputs(detections: dict, image_info: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
         """(the detection outputs with boxes in original pixels, clipped; the same boxes unclipped)."""
-        # Inverse of `box_ops.transform_boxes` (as `box_ops.to_original_pixels`), in TF for the graph.
-        scale = tf.tile(image_info[:, 2], [1, 2])[:, None, :]
-        offset = tf.tile(image_info[:, 3], [1, 2])[:, None, :]
-        unclipped = (tf.cast(detections["boxes"], tf.float32) + offset) / scale
+        unclipped = box_ops.original_pixels(detections["boxes"], image_info)
         original = tf.tile(image_info[:, 0], [1, 2])[:, None, :]
         boxes = tf.clip_by_value(unclipped, 0.0, original)
         valid = tf.range(tf.shape(boxes)[1])[None, :] < detections["num_detections"][:, None]

@@ -26,3 +26,10 @@ def test_to_original_pixels_inverts_the_transform_inside_the_input():
     np.testing.assert_allclose(box_ops.to_original_pixels(boxes[1:], CROPPED), [[20.0, 5.0, 50.0, 55.0]])
     inside = box_ops.transform_boxes(tf.constant([[30.0, 20.0, 60.0, 55.0]]), tf.constant(CROPPED), (128, 128))
     np.testing.assert_allclose(box_ops.to_original_pixels(inside.numpy(), CROPPED), [[30.0, 20.0, 60.0, 55.0]])
+
+
+def test_original_pixels_of_a_batch_uses_each_images_info():
+    boxes = tf.constant([[[0.0, 0.0, 10.0, 10.0]], [[0.0, 0.0, 10.0, 10.0]]])
+    batched = box_ops.original_pixels(boxes, tf.stack([FIT, CROPPED]))
+    # FIT: (0, 0, 10, 10) / 1.28; CROPPED: ((0, 0, 10, 10) + (40, 10, 40, 10)) / 2.
+    np.testing.assert_allclose(batched.numpy(), [[[0.0, 0.0, 7.8125, 7.8125]], [[20.0, 5.0, 25.0, 10.0]]], rtol=1e-6)
