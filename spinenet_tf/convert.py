@@ -22,6 +22,11 @@ plain-layer heads found by name: `rpn_head`, `detection_head` (a list, stored as
 `detection_head/0`, sometimes under `_config_dict`) and `mask_head`; their attributes map by `_MASKRCNN_HEADS`
 (`_norms/<level index>/<i>` -> `norms[level index][i]`, and so on).
 
+A classification model (`official/vision/modeling/classification_model.py`, itself a functional model) holds its
+backbone as a nested functional model (`model/layer_with_weights-0/...`); its head differs from ours (top level only,
+see `spinenet_tf.classification.head`), so only its backbone loads. Fine-tuning to another class count
+(`num_classes_may_differ`) leaves the class-prediction layers (`class_prediction_layers`) as initialised.
+
 Names that differ from Model Garden: `stochastic_depth_rate` is MG's `init_stochastic_depth_rate`; endpoints are
 keyed by int level instead of str.
 """
@@ -39,6 +44,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from spinenet_tf.backbones.spinenet import SpineNet, SpineNetMobile, block_name
+from spinenet_tf.classification.classifier import Classifier
 from spinenet_tf.detection.maskrcnn.model import MaskRCNN
 from spinenet_tf.detection.retinanet import RetinaNet
 
@@ -78,8 +84,21 @@ _BLOCK_TYPE = {"bottleneck": "bottleneck_block", "residual": "residual_block", "
 # Model Garden variable name -> ours where ours differs (Keras 3 names a DepthwiseConv2D kernel "kernel", while
 # its SeparableConv2D keeps "depthwise_kernel").
 _VARIABLE_NAMES = {"depthwise_kernel": "kernel"}
-_KEY = re.compile(r"^(?P<prefix>.*?)/?layer_with_weights-(?P<index>\d+)/(?P<path>.+)/\.ATTRIBUTES/VARIABLE_VALUE$")
+# The innermost functional model's layer: a classification model's backbone is `model/layer_with_weights-0/`, its
+# layers `model/layer_with_weights-0/layer_with_weights-<i>/...`.
+_KEY = re.compile(r"^(?P<prefix>.*?)/?layer_with_weights-(?P<index>\d+)/(?P<path>(?!.*layer_with_weights-).+)"
+                  r"/\.ATTRIBUTES/VARIABLE_VALUE$")
 _LAYER_NAME = re.compile(r"^(?P<type>[a-z][a-z0-9_]*?)(?:_(?P<n>\d+))?$")
+
+
+class HeadlessCheckpointError(ValueError):
+    """The checkpoint has no weights for the model's heads (a backbone-only or classification model's checkpoint, or
+    another detector's): only its backbone can load, into `model.backbone`. `problem` is the message without that
+    advice."""
+
+    def __init__(self, problem: str):
+        super().__init__(f"{problem}; load its backbone alone, into `model.backbone`")
+        self.problem = problem
 
 
 def _leaf_type(layer: keras.layers.Layer) -> str:
@@ -118,6 +137,11 @@ def backbone_layers_in_model_garden_order(backbone: SpineNet) -> list[tuple[str,
     return order
 
 
+def _is_block(layer_name: str) -> bool:
+    match = _LAYER_NAME.match(layer_name)
+    return bool(match) and match["type"] in _BLOCK_TYPE.values()
+
+
 def _read_object_graph(reader) -> dict[str, str]:
     """checkpoint key -> variable full_name, for every model variable (no optimizer slots)."""
     graph = trackable_object_graph_pb2.TrackableObjectGraph()
@@ -140,14 +164,18 @@ def _model_garden_layers(path: str, prefix: str | None):
             layer_names[(match["prefix"], index)] = full_name.split("/")[0]
     if prefix is None:
         candidates = sorted(by_prefix)
-        backbones = [p for p in candidates if p.split("/")[-1] in ("backbone", "_backbone")]
-        if len(candidates) == 1:
-            prefix = candidates[0]
-        elif len(backbones) == 1:
-            prefix = backbones[0]
+        if not candidates:
+            raise ValueError(f"{path}: holds no Model Garden backbone (no tf_keras functional model)")
+        named = [p for p in candidates if p.split("/")[-1] in ("backbone", "_backbone")]
+        # A SpineNet has blocks; a classification model's own layers (around its nested backbone) have none.
+        with_blocks = [p for p in candidates if any(_is_block(name) for (q, _), name in layer_names.items() if q == p)]
+        for found in ([candidates] if len(candidates) == 1 else []) + [named, with_blocks]:
+            if len(found) == 1:
+                prefix = found[0]
+                break
         else:
-            raise ValueError(f"{path}: cannot tell which functional model is the backbone among "
-                             f"{candidates or 'none'}; pass prefix=")
+            raise ValueError(f"{path}: cannot tell which functional model is the backbone among {candidates}; "
+                             f"pass prefix=")
     if prefix not in by_prefix:
         raise ValueError(f"{path}: no Model Garden functional model under {prefix!r}; found {sorted(by_prefix)}")
     layers = collections.defaultdict(list)
@@ -160,18 +188,29 @@ def _model_garden_layers(path: str, prefix: str | None):
                                         for layer_type, entries in layers.items()}
 
 
-def _assign(our_layer: keras.layers.Layer, values: dict[str, np.ndarray], where: str) -> int:
-    """Assigns {MG variable name: value} to our layer's variables by name; returns the number assigned."""
+def _assign(our_layer: keras.layers.Layer, values: dict[str, np.ndarray], where: str,
+            may_skip: bool = False) -> int:
+    """Assigns {MG variable name: value} to our layer's variables by name; returns the number assigned.
+
+    With `may_skip` (a class-prediction layer fine-tuned to another class count), a layer whose shapes differ is
+    left as it is (0 assigned) instead of raising.
+    """
     ours = {variable.name: variable for variable in our_layer.weights}
     if len(ours) != len(values):
         raise ValueError(f"{where}: Model Garden has {sorted(values)}, ours {our_layer.name} has {sorted(ours)}")
+    pairs = []
     for mg_name, value in values.items():
         variable = ours.get(mg_name if mg_name in ours else _VARIABLE_NAMES.get(mg_name, mg_name))
         if variable is None:
             raise ValueError(f"{where}: no variable {mg_name!r} in our layer {our_layer.name}")
+        pairs.append((variable, value))
+    for variable, value in pairs:
         if tuple(variable.shape) != tuple(value.shape):
+            if may_skip:
+                return 0
             raise ValueError(f"{where}: shape {tuple(value.shape)} does not fit {our_layer.name}/{variable.name} "
                              f"{tuple(variable.shape)}: the checkpoint is for another model or config")
+    for variable, value in pairs:
         variable.assign(value)
     return len(values)
 
@@ -184,8 +223,22 @@ def _sublayer(layer: keras.layers.Layer, path: str) -> keras.layers.Layer:
     return layer
 
 
-def _load_head(reader, full_names: dict[str, str], prefix: str, head, path: str) -> int:
-    """Loads a Model Garden RetinaNetHead stored under `prefix` into our `RetinaNetHead`."""
+def class_prediction_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of `model` whose shapes depend on its class count: RetinaNet's class predictor; Mask R-CNN's
+    class, (class-specific) box and mask predictors; a classifier's logits layer. A backbone has none."""
+    if isinstance(model, RetinaNet):
+        return [model.head.class_predictor]
+    if isinstance(model, MaskRCNN):
+        return [model.detection_head.class_predictor, model.detection_head.box_predictor,
+                model.mask_head.mask_predictor]
+    if isinstance(model, Classifier):
+        return [model.head.dense]
+    return []
+
+
+def _load_head(reader, full_names: dict[str, str], prefix: str, head, path: str, skippable=()) -> int:
+    """Loads a Model Garden RetinaNetHead stored under `prefix` into our `RetinaNetHead`; layers in `skippable` are
+    left as they are when their shapes differ (another class count)."""
     groups = collections.defaultdict(dict)
     for key in full_names:
         if key.startswith(prefix + "/"):
@@ -193,7 +246,7 @@ def _load_head(reader, full_names: dict[str, str], prefix: str, head, path: str)
             groups[leaf][variable] = reader.get_tensor(key)
     if not groups:
         raise ValueError(f"{path}: no RetinaNet head under {prefix!r}")
-    loaded = 0
+    loaded = skipped = 0
     for leaf, values in sorted(groups.items()):
         for pattern, target in _HEAD_PATHS:
             match = pattern.match(leaf)
@@ -203,17 +256,21 @@ def _load_head(reader, full_names: dict[str, str], prefix: str, head, path: str)
                 except IndexError:
                     raise ValueError(f"{path}: head layer {leaf!r} has no counterpart in ours (num_convs "
                                      f"{head.num_convs}, levels {head.min_level}..{head.max_level})") from None
-                loaded += _assign(layer, values, f"{path}: head {leaf}")
+                count = _assign(layer, values, f"{path}: head {leaf}", may_skip=any(layer is s for s in skippable))
+                skipped += 0 if count else len(layer.weights)
+                loaded += count
                 break
         else:
             raise ValueError(f"{path}: unexpected Model Garden head layer {leaf!r}")
-    if loaded != len(head.weights):
+    if loaded + skipped != len(head.weights):
         raise ValueError(f"{path}: the checkpoint's head holds {loaded} variables, ours {len(head.weights)}")
     return loaded
 
 
-def _load_maskrcnn_heads(reader, full_names: dict[str, str], model: MaskRCNN, path: str) -> int:
-    """Loads Model Garden's Mask R-CNN RPN, detection and mask heads into ours (see `_MASKRCNN_HEADS`)."""
+def _load_maskrcnn_heads(reader, full_names: dict[str, str], model: MaskRCNN, path: str,
+                         skippable=()) -> int:
+    """Loads Model Garden's Mask R-CNN RPN, detection and mask heads into ours (see `_MASKRCNN_HEADS`); layers in
+    `skippable` are left as they are when their shapes differ (another class count)."""
     groups = collections.defaultdict(dict)  # (head, leaf) -> {variable: value}
     for key in full_names:
         match = _MASKRCNN_HEAD_KEY.match(key)
@@ -225,7 +282,7 @@ def _load_maskrcnn_heads(reader, full_names: dict[str, str], model: MaskRCNN, pa
         leaves = {leaf: values for (name, leaf), values in groups.items() if name == head_name}
         if not leaves:
             raise ValueError(f"{path}: no Mask R-CNN {head_name} in the checkpoint")
-        head_loaded = 0
+        head_loaded = head_skipped = 0
         for leaf, values in sorted(leaves.items()):
             mg_attribute, *indices = leaf.split("/")
             if mg_attribute not in mapping:
@@ -235,15 +292,18 @@ def _load_maskrcnn_heads(reader, full_names: dict[str, str], model: MaskRCNN, pa
             except IndexError:
                 raise ValueError(f"{path}: {head_name} layer {leaf!r} has no counterpart in ours: the checkpoint is "
                                  f"for other head settings (convs, levels)") from None
-            head_loaded += _assign(layer, values, f"{path}: {head_name} {leaf}")
-        if head_loaded != len(head.weights):
+            count = _assign(layer, values, f"{path}: {head_name} {leaf}", may_skip=any(layer is s for s in skippable))
+            head_skipped += 0 if count else len(layer.weights)
+            head_loaded += count
+        if head_loaded + head_skipped != len(head.weights):
             raise ValueError(f"{path}: the checkpoint's {head_name} holds {head_loaded} variables, ours "
                              f"{len(head.weights)}: it is for other head settings")
         loaded += head_loaded
     return loaded
 
 
-def load_model_garden_checkpoint(path: str, model: SpineNet | RetinaNet | MaskRCNN, prefix: str | None = None) -> int:
+def load_model_garden_checkpoint(path: str, model: SpineNet | RetinaNet | MaskRCNN, prefix: str | None = None,
+                                 num_classes_may_differ: bool = False) -> int:
     """Loads a Model Garden checkpoint into our backbone, our RetinaNet (backbone and head) or our Mask R-CNN
     (backbone, RPN, detection and mask heads).
 
@@ -253,16 +313,27 @@ def load_model_garden_checkpoint(path: str, model: SpineNet | RetinaNet | MaskRC
             num_classes, head convs and filters, anchors per location) as the checkpoint's.
         prefix: Object path of the backbone inside the checkpoint (e.g. "model/_backbone"); found when None. The
             RetinaNet head is read from its sibling `_head` (or `head`).
+        num_classes_may_differ: Fine-tuning to another class count: the `class_prediction_layers` whose shapes
+            differ from the checkpoint's are left as initialised (Model Garden's `init_checkpoint_modules="all"`
+            would refuse them), and every other weight must still fit.
 
     Returns:
-        The number of variables loaded (batch-norm moving statistics included).
+        The number of variables loaded (batch-norm moving statistics included); a class-prediction layer left as
+        initialised counts none.
 
     Raises:
+        HeadlessCheckpointError: (a ValueError) The checkpoint has no weights for the heads of `model` (a backbone
+            or classification model's checkpoint into a detector, a Mask R-CNN's into a RetinaNet, any into a
+            classifier).
         ValueError: If the file is missing or not a checkpoint, or its layers do not fit `backbone` (one line
             naming the first mismatch).
     """
+    if isinstance(model, Classifier):
+        raise HeadlessCheckpointError(f"{path}: a Model Garden checkpoint cannot fill our classifier's head (Model "
+                                      f"Garden's classification head is another)")
     backbone = model.backbone if isinstance(model, (RetinaNet, MaskRCNN)) else model
-    if os.path.isdir(path):
+    skippable = tuple(class_prediction_layers(model)) if num_classes_may_differ else ()
+    if tf.io.gfile.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest is None:
             raise ValueError(f"{path}: no checkpoint in this directory")
@@ -271,6 +342,7 @@ def load_model_garden_checkpoint(path: str, model: SpineNet | RetinaNet | MaskRC
         reader, full_names, prefix, mg_layers = _model_garden_layers(path, prefix)
     except tf.errors.OpError as error:
         raise ValueError(f"{path}: not a readable TensorFlow checkpoint ({error.message.splitlines()[0]})") from None
+    head_prefix = _check_heads(path, full_names, prefix, model)
     ours_by_type = collections.defaultdict(list)
     for layer_type, layer in backbone_layers_in_model_garden_order(backbone):
         ours_by_type[layer_type].append(layer)
@@ -300,16 +372,30 @@ def load_model_garden_checkpoint(path: str, model: SpineNet | RetinaNet | MaskRC
     if loaded != expected:
         raise ValueError(f"{path}: loaded {loaded} variables but {backbone.name} has {expected} in matched layers")
     if isinstance(model, RetinaNet):
-        parent = prefix.rpartition("/")[0]
-        heads = [p for p in (f"{parent}/_head", f"{parent}/head") if any(k.startswith(p.lstrip("/") + "/")
-                                                                         for k in full_names)]
-        if not heads:
-            raise ValueError(f"{path}: no RetinaNet head beside the backbone {prefix!r}: a backbone-only checkpoint "
-                             f"cannot fill a detector's head (load it into `model.backbone` instead)")
-        loaded += _load_head(reader, full_names, heads[0].lstrip("/"), model.head, path)
+        loaded += _load_head(reader, full_names, head_prefix, model.head, path, skippable)
     if isinstance(model, MaskRCNN):
-        loaded += _load_maskrcnn_heads(reader, full_names, model, path)
+        loaded += _load_maskrcnn_heads(reader, full_names, model, path, skippable)
     return loaded
+
+
+def _check_heads(path: str, full_names: dict[str, str], prefix: str, model) -> str | None:
+    """Before anything loads: the checkpoint has the heads `model` needs (else HeadlessCheckpointError); returns the
+    RetinaNet head's prefix for a RetinaNet."""
+    maskrcnn = any(_MASKRCNN_HEAD_KEY.match(key) for key in full_names)
+    if isinstance(model, RetinaNet):
+        parent = prefix.rpartition("/")[0]
+        heads = [p.lstrip("/") for p in (f"{parent}/_head", f"{parent}/head")
+                 if any(k.startswith(p.lstrip("/") + "/") for k in full_names)]
+        if heads:
+            return heads[0]
+        if maskrcnn:
+            raise HeadlessCheckpointError(f"{path}: a Mask R-CNN checkpoint (RPN, box and mask heads) cannot fill a "
+                                          f"RetinaNet's head")
+        raise HeadlessCheckpointError(f"{path}: no RetinaNet head beside the backbone {prefix!r}: a backbone-only "
+                                      f"checkpoint cannot fill a detector's head")
+    if isinstance(model, MaskRCNN) and not maskrcnn:
+        raise HeadlessCheckpointError(f"{path}: no Mask R-CNN heads (RPN, box, mask) beside the backbone {prefix!r}")
+    return None
 
 
 def from_model_garden(mg_model, model: SpineNet | RetinaNet | MaskRCNN) -> int:

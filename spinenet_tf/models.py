@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 
 import keras
+import tensorflow as tf
 
 import spinenet_tf
 
@@ -75,9 +76,9 @@ def read_config_file(model_dir: str) -> dict:
         FileNotFoundError: One line naming the file, when `model_dir` holds none.
     """
     path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):  # any tf.io.gfile path: gs:// too, where TensorFlow reads GCS
         raise FileNotFoundError(f"{path}: no training config (is {model_dir} a training --model_dir?)")
-    with open(path) as f:
+    with tf.io.gfile.GFile(path) as f:
         return json.load(f)
 
 

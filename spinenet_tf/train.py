@@ -5,7 +5,9 @@
 
 Flags after --flagfile override it. Data sources: builtin:shapes[:split], tfds:NAME[:split],
 coco:ANNOTATIONS.json:IMAGE_DIR, tfrecord:GLOB. Started again with the same command, a run resumes from the last
-checkpoint in --model_dir. All logic lives in `spinenet_tf.training`; this module only reads flags.
+checkpoint in --model_dir. Fine-tuning: --init_checkpoint=PATH (a run of ours or a Model Garden checkpoint) with
+--init_checkpoint_modules=all|backbone and --freeze_backbone. All logic lives in `spinenet_tf.training`; this module
+only reads flags.
 """
 
 from __future__ import annotations
@@ -38,6 +40,19 @@ _TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir for t
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Checkpoints, logs, metrics and train_config.json go here.")
 _MODE = flags.DEFINE_enum("mode", "train_and_eval", list(config_lib.MODES),
                           "train, eval (the latest checkpoint), or train then eval.")
+# === Fine-tuning ===
+_INIT_CHECKPOINT = flags.DEFINE_string(
+    "init_checkpoint", "", "Initial weights of a fresh run: a --model_dir of ours (or its checkpoints/ckpt-N), or a "
+    "Model Garden TF2 checkpoint (RetinaNet, Mask R-CNN, classification model or backbone; a file prefix or a "
+    "directory), told apart automatically; any tf.io.gfile path (gs://...). Ignored when --model_dir already has a "
+    "checkpoint (the run resumes).")
+_INIT_CHECKPOINT_MODULES = flags.DEFINE_enum(
+    "init_checkpoint_modules", "all", list(config_lib.INIT_CHECKPOINT_MODULES),
+    "all: every weight (a checkpoint of the same kind of model; the class layers are re-initialised when "
+    "--num_classes differs from the checkpoint's); backbone: the backbone only (e.g. a classifier's into a "
+    "detector).")
+_FREEZE_BACKBONE = flags.DEFINE_bool("freeze_backbone", False, "Keep the backbone's weights and batch-norm "
+                                     "statistics fixed; only the heads train.")
 # === Input ===
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Global training batch (all replicas).")
 _EVAL_BATCH_SIZE = flags.DEFINE_integer("eval_batch_size", 8, "Evaluation batch.")
@@ -50,7 +65,8 @@ _CACHE = flags.DEFINE_bool("cache", False, "Cache decoded training examples in m
 _NUM_EVAL_EXAMPLES = flags.DEFINE_integer("num_eval_examples", 0, "Evaluate on this many examples (0 = all).")
 # === Optimization ===
 _OPTIMIZER = flags.DEFINE_enum("optimizer", "sgd", list(config_lib.OPTIMIZERS), "SGD with momentum, or AdamW.")
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.08, "Peak learning rate for the global batch.")
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.08, "Peak learning rate for the global batch (0 trains "
+                                     "nothing).")
 _MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 4e-5, "L2 (SGD, as MG's l2 regularizer) or decoupled (AdamW).")
 _GRADIENT_CLIP_NORM = flags.DEFINE_float("gradient_clip_norm", 0.0, "Clip the global gradient norm (0 = off).")
@@ -98,7 +114,8 @@ def config_from_flags() -> config_lib.TrainConfig:
         image_size=config_lib.parse_image_size(_IMAGE_SIZE.value), num_classes=_NUM_CLASSES.value,
         model_overrides=overrides, mode=_MODE.value, batch_size=_BATCH_SIZE.value,
         eval_batch_size=_EVAL_BATCH_SIZE.value, train_steps=_TRAIN_STEPS.value,
-        precise_bn_batches=_PRECISE_BN_BATCHES.value,
+        precise_bn_batches=_PRECISE_BN_BATCHES.value, init_checkpoint=_INIT_CHECKPOINT.value,
+        init_checkpoint_modules=_INIT_CHECKPOINT_MODULES.value, freeze_backbone=_FREEZE_BACKBONE.value,
         input=config_lib.InputConfig(
             train_data=_TRAIN_DATA.value, eval_data=_EVAL_DATA.value, tfds_data_dir=_TFDS_DATA_DIR.value,
             horizontal_flip=_HORIZONTAL_FLIP.value, aug_scale_min=_AUG_SCALE_MIN.value,

@@ -23,6 +23,7 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
 MIXED_PRECISION = ("none", "bfloat16", "float16")
+INIT_CHECKPOINT_MODULES = ("all", "backbone")  # Model Garden's init_checkpoint_modules values we support
 CONFIG_FILE = models.CONFIG_FILE
 # Fields that define the network: a resumed run must agree on them, `export` rebuilds the model from them.
 MODEL_FIELDS = models.MODEL_FIELDS
@@ -105,6 +106,15 @@ class TrainConfig:
         train_steps: Optimizer steps in all (a resumed run continues to this count).
         precise_bn_batches: After the last step, re-estimate batch-norm moving statistics on this many training
             batches (`spinenet_tf.layers.precise_bn`; 0 = off). For short, fast-moving runs.
+        init_checkpoint: Initial weights of a fresh run ("" = random): a `model_dir` of ours or one of its
+            checkpoints, or a Model Garden TF2 checkpoint (RetinaNet, Mask R-CNN, classification model or
+            backbone), told apart automatically (`spinenet_tf.checkpoints.find_init_checkpoint`). Ignored when
+            `model_dir` already has a checkpoint: the run resumes from that.
+        init_checkpoint_modules: "all" (every weight whose shape fits; the class-prediction layers are
+            re-initialised when `num_classes` differs from the checkpoint's) or "backbone" (the backbone only, e.g.
+            a classifier's into a detector). Model Garden's names (official/vision/configs/retinanet.py).
+        freeze_backbone: Keep the backbone's weights and batch-norm statistics fixed (Model Garden's
+            `freeze_backbone`): only the heads train.
     """
 
     task: str
@@ -118,6 +128,9 @@ class TrainConfig:
     eval_batch_size: int = 8
     train_steps: int = 1000
     precise_bn_batches: int = 0
+    init_checkpoint: str = ""
+    init_checkpoint_modules: str = "all"
+    freeze_backbone: bool = False
     input: InputConfig = dataclasses.field(default_factory=InputConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
@@ -155,6 +168,10 @@ class TrainConfig:
         if self.precise_bn_batches and self.runtime.strategy != "default":
             raise ValueError(f"--precise_bn_batches={self.precise_bn_batches}: needs --strategy=default (one "
                              f"replica), not --strategy={self.runtime.strategy}")
+        _check_choice("--init_checkpoint_modules", self.init_checkpoint_modules, INIT_CHECKPOINT_MODULES)
+        if self.precise_bn_batches and self.freeze_backbone and self.task == "classification":
+            raise ValueError(f"--precise_bn_batches={self.precise_bn_batches}: nothing to re-estimate with "
+                             f"--freeze_backbone (the classification head has no batch norm)")
         if self.runtime.eval_interval < 0:
             raise ValueError(f"--eval_interval={self.runtime.eval_interval}: must be >= 0")
         if self.mode != "eval" and not self.input.train_data:
@@ -169,8 +186,8 @@ class TrainConfig:
         optimizer = self.optimizer
         _check_choice("--optimizer", optimizer.optimizer, OPTIMIZERS)
         _check_choice("--lr_schedule", optimizer.schedule, SCHEDULES)
-        if optimizer.learning_rate <= 0:
-            raise ValueError(f"--learning_rate={optimizer.learning_rate}: must be > 0")
+        if optimizer.learning_rate < 0:  # 0 trains nothing (checks a start such as --init_checkpoint)
+            raise ValueError(f"--learning_rate={optimizer.learning_rate}: must be >= 0")
         if optimizer.warmup_steps < 0 or optimizer.warmup_steps >= self.train_steps:
             raise ValueError(f"--warmup_steps={optimizer.warmup_steps}: must be in [0, --train_steps)")
         boundaries = optimizer.decay_boundaries

@@ -11,6 +11,12 @@ Model Garden's Orbit trainers, so that every step is ours to check:
 - **Non-finite loss** stops the run before anything is saved: the last good checkpoint stays the latest. So
   does an update that leaves a weight or optimizer slot non-finite after a finite loss (a huge learning rate
   overflows the momentum first): every float variable is checked before each save.
+- **Initial weights** (`--init_checkpoint`, `--init_checkpoint_modules`; `spinenet_tf.checkpoints.initialize`) apply
+  to a fresh run only: with a checkpoint in `model_dir` the run resumes from it and says the init is ignored. The
+  checkpoint is checked (exists, fits the model) before anything is written to `model_dir`.
+  `--freeze_backbone` sets `backbone.trainable = False` (Model Garden's `freeze_backbone`,
+  official/vision/tasks/retinanet.py `build_model`): Keras 3 then runs its batch norms in inference mode, and the
+  step, the L2 term and the optimizer see only the trainable (head) weights.
 - **Multi-worker**: every worker runs the same steps; the chief writes `model_dir`, the others write their own
   checkpoints under `model_dir/workers/` (saving is collective), and every worker restores from the chief's.
 
@@ -74,17 +80,39 @@ class Trainer:
             if differences:
                 raise TrainingError(f"{saved_path}: this run's model differs from the saved one "
                                     f"({'; '.join(differences)}); use another --model_dir")
+            if saved.freeze_backbone != config.freeze_backbone and checkpoints.latest_checkpoint(config.model_dir):
+                # The optimizer's slots are those of the trainable weights: its checkpoint fits one setting only.
+                raise TrainingError(f"--freeze_backbone={config.freeze_backbone}: the run in {config.model_dir} was "
+                                    f"started with --freeze_backbone={saved.freeze_backbone}; resume with that, or use "
+                                    f"another --model_dir")
         elif not config.num_classes:
             config = dataclasses.replace(config, num_classes=self.task.num_classes())
         self.config = self.task.config = config
+        # --init_checkpoint: found and identified now (a bad path fails before any work), loaded once the model exists.
+        resume_from = checkpoints.latest_checkpoint(config.model_dir)
+        init = None
+        if config.init_checkpoint and config.mode != "eval":
+            if resume_from:
+                logging.info("resuming from %s: --init_checkpoint=%s is ignored (it only starts a fresh run)",
+                             resume_from, config.init_checkpoint)
+            else:
+                init = _flag_error("--init_checkpoint", checkpoints.find_init_checkpoint, config.init_checkpoint)
+                _flag_error("--init_checkpoint", checkpoints.check_init_task, init, config.task,
+                            config.init_checkpoint_modules)
         if config.runtime.mixed_precision != "none":
             keras.mixed_precision.set_global_policy(f"mixed_{config.runtime.mixed_precision}")
+        with self.strategy.scope():
+            self.model = self.task.build_model(config.num_classes)
+            if config.freeze_backbone:
+                self.model.backbone.trainable = False
+        if init is not None:
+            _flag_error("--init_checkpoint", checkpoints.initialize, self.model, init, config.init_checkpoint_modules)
+        # Only now, with every flag and the initial weights checked, does the run write to model_dir.
         if self.is_chief and config.mode != "eval":
             config.save()
             if flags_text is not None:
                 atomic_files.write_text(os.path.join(config.model_dir, "flags.txt"), flags_text)
         with self.strategy.scope():
-            self.model = self.task.build_model(config.num_classes)
             self.optimizer = optimizers.build_optimizer(config.optimizer, config.train_steps,
                                                         config.runtime.mixed_precision)
             self.optimizer.build(self.model.trainable_variables)
@@ -240,6 +268,14 @@ class Trainer:
                     and step != config.train_steps):
                 self.evaluate()
         writer.close()
+
+
+def _flag_error(flag: str, function, *args):
+    """`function(*args)`, its one-line ValueError prefixed with the flag it is about."""
+    try:
+        return function(*args)
+    except ValueError as error:
+        raise ValueError(f"{flag}: {error}") from None
 
 
 def run(config: TrainConfig, flags_text: str | None = None) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 
 import pytest
@@ -36,6 +37,11 @@ def test_valid_config_passes():
     (dict(optimizer=config_lib.OptimizerConfig(warmup_steps=5000)), r"--warmup_steps=5000"),
     (dict(optimizer=config_lib.OptimizerConfig(decay_boundaries=(0.9, 0.5))), r"--lr_decay_boundaries=0.9,0.5"),
     (dict(runtime=config_lib.RuntimeConfig(strategy="horovod")), r"--strategy='horovod'"),
+    (dict(optimizer=config_lib.OptimizerConfig(learning_rate=-0.1)), r"--learning_rate=-0.1: must be >= 0"),
+    (dict(init_checkpoint="runs/x", init_checkpoint_modules="decoder"),
+     r"--init_checkpoint_modules='decoder': must be one of all, backbone"),
+    (dict(task="classification", model="spinenet-49", freeze_backbone=True, precise_bn_batches=4),
+     r"--precise_bn_batches=4: nothing to re-estimate with --freeze_backbone"),
     (dict(precise_bn_batches=-1), r"--precise_bn_batches=-1: must be >= 0"),
     (dict(precise_bn_batches=8, task="instance_segmentation", model="maskrcnn-spinenet-49s"),
      r"--precise_bn_batches=8: not for --task=instance_segmentation"),
@@ -45,6 +51,21 @@ def test_valid_config_passes():
 def test_validation_names_the_flag(changes, message):
     with pytest.raises(ValueError, match=message):
         _config(**changes).validate()
+
+
+def test_fine_tuning_fields_default_to_a_fresh_start_and_round_trip(tmp_path):
+    assert (_config().init_checkpoint, _config().init_checkpoint_modules, _config().freeze_backbone) == (
+        "", "all", False)
+    _config(optimizer=config_lib.OptimizerConfig(learning_rate=0.0)).validate()  # 0 trains nothing, on purpose
+    config = _config(model_dir=str(tmp_path), init_checkpoint="gs://bucket/run", init_checkpoint_modules="backbone",
+                     freeze_backbone=True)
+    config.save()
+    assert config_lib.TrainConfig.load(str(tmp_path)) == config
+    # A train_config.json written before these fields existed still loads.
+    data = json.loads(config.to_json())
+    for field in ("init_checkpoint", "init_checkpoint_modules", "freeze_backbone"):
+        del data[field]
+    assert config_lib.TrainConfig.from_dict(data) == _config(model_dir=str(tmp_path))
 
 
 def test_max_level_override_changes_the_divisor():
