@@ -26,6 +26,11 @@ setuptools.setup(
         "pillow",
     ],
     extras_require={
+        # `python -m spinenet_tf.export --format=tflite`: detectors get MediaPipe metadata, written with the schema
+        # classes mediapipe ships (spinenet_tf/serving/metadata.py) and flatbuffers; --quantization=int8 measures
+        # activation ranges with LiteRT (spinenet_tf/serving/calibration.py). Without it, such an export stops with
+        # one line naming this extra (spinenet_tf/cli.py).
+        "tflite": ["mediapipe", "flatbuffers", "ai-edge-litert"],
         # `spinenet_tf.litert` (tflite/evaluate.py, tflite/benchmark.py) runs .tflite files with LiteRT.
         "litert": ["ai-edge-litert"],
         "dev": [

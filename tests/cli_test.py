@@ -16,6 +16,8 @@ _CLI = pathlib.Path(__file__).resolve().parents[1] / "spinenet_tf" / "cli.py"
 
 # A program with one required and one integer flag; --mode picks what main does.
 _PROGRAM = f"""
+import importlib
+import importlib.abc
 import importlib.util
 from absl import flags
 
@@ -26,7 +28,24 @@ assert not [name for name in __import__("sys").modules if name.startswith("spine
 
 _NAME = flags.DEFINE_string("name", None, "Required.")
 _COUNT = flags.DEFINE_integer("count", 1, "An integer.")
-_MODE = flags.DEFINE_enum("mode", "ok", ["ok", "value_error", "missing_file", "fail", "bug"], "What main does.")
+_MODE = flags.DEFINE_enum("mode", "ok", ["ok", "value_error", "missing_file", "fail", "bug", "no_litert",
+                                         "no_mediapipe_explained", "no_other_module"], "What main does.")
+
+
+class NotInstalled(importlib.abc.MetaPathFinder):  # refuses a module as the import system does one not installed
+
+    def __init__(self, blocked):
+        self.blocked = blocked
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == self.blocked:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+
+def import_missing(module):
+    __import__("sys").meta_path.insert(0, NotInstalled(module.partition(".")[0]))
+    importlib.import_module(module)
 
 
 def main():
@@ -38,6 +57,15 @@ def main():
         cli.fail("first line\\n  second line")
     if _MODE.value == "bug":
         raise KeyError("a bug")
+    if _MODE.value == "no_litert":
+        import_missing("ai_edge_litert.interpreter")
+    if _MODE.value == "no_mediapipe_explained":
+        try:
+            import_missing("mediapipe.tasks")
+        except ModuleNotFoundError:
+            raise ModuleNotFoundError('--metadata needs mediapipe: pip install "x[y]"', name="mediapipe") from None
+    if _MODE.value == "no_other_module":
+        import_missing("some_module_we_never_use")
     print(f"hello {{_NAME.value}} x{{_COUNT.value}}")
 
 
@@ -63,6 +91,10 @@ def test_good_input_runs_main():
     (["--name=a", "--count=many"], "flag --count=many: invalid literal for int() with base 10: 'many'"),
     (["--name=a", "--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
     ([], "flag --name=None: Flag --name must have a value other than None."),
+    # A missing optional package (cli.OPTIONAL_PACKAGES): Python's message gets the extra that installs it ...
+    (["--name=a", "--mode=no_litert"], 'No module named \'ai_edge_litert\': pip install "spinenet_tf[litert]"'),
+    # ... and a message of our own (naming the flag and the extra) is kept as it is.
+    (["--name=a", "--mode=no_mediapipe_explained"], '--metadata needs mediapipe: pip install "x[y]"'),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, message):
     result = _run(*args)
@@ -76,6 +108,13 @@ def test_a_bug_keeps_its_traceback():
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "KeyError: 'a bug'" in result.stderr
     assert "error: " not in result.stderr
+
+
+def test_a_missing_module_that_no_extra_installs_keeps_its_traceback():
+    result = _run("--name=a", "--mode=no_other_module")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+    assert "ModuleNotFoundError: No module named 'some_module_we_never_use'" in result.stderr
 
 
 def test_fail_in_process(capsys):

@@ -253,6 +253,36 @@ def train_env(**extra: str) -> dict:
     return env
 
 
+# A `sitecustomize` that makes the top-level modules named in $BLOCKED_MODULES (comma-separated) fail to import, as
+# they do where a package is not installed: a finder first on `sys.meta_path` refuses them.
+_BLOCKER = '''
+import importlib.abc
+import os
+import sys
+
+_BLOCKED = set(filter(None, os.environ.get("BLOCKED_MODULES", "").split(",")))
+
+
+class _NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in _BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NotInstalled())
+'''
+
+
+def env_without(tmp_path: pathlib.Path, *modules: str) -> dict:
+    """`train_env` for a subprocess in which the top-level `modules` are not installed (`pip install .` without an
+    extra), through a `sitecustomize` under `tmp_path`."""
+    shim = tmp_path / "not_installed"
+    shim.mkdir(exist_ok=True)
+    (shim / "sitecustomize.py").write_text(_BLOCKER)
+    return train_env(PYTHONPATH=f"{shim}{os.pathsep}{REPO_ROOT}", BLOCKED_MODULES=",".join(modules))
+
+
 def run_train(*flags: str, timeout: float = 600, check: bool = True, **env) -> subprocess.CompletedProcess:
     """Runs the training CLI to completion; on an unexpected exit code fails with the tail of its output."""
     result = subprocess.run(train_command(*flags), cwd=REPO_ROOT, env=train_env(**env), capture_output=True,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from ai_edge_litert import interpreter as litert
 
 from spinenet_tf.data import detection_input
 from spinenet_tf.detection import box_ops
@@ -79,12 +78,17 @@ class TFLiteModel:
 
 
 def load_interpreter(model: str | bytes, num_threads: int | None = None,
-                     use_xnnpack: bool = True) -> tuple[litert.Interpreter, int]:
-    """(A LiteRT interpreter of a .tflite path or its bytes, the file size in bytes).
+                     use_xnnpack: bool = True) -> tuple[object, int]:
+    """(A LiteRT `Interpreter` of a .tflite path or its bytes, the file size in bytes).
+
+    LiteRT is imported here, not with the module, so that a command-line program without it (`pip install .` has
+    no `litert` extra) ends in the one line that names the extra (`spinenet_tf.cli.run`), not a traceback.
 
     Raises:
         ValueError: One line: no such file, or not a loadable model.
+        ModuleNotFoundError: ai_edge_litert is not installed.
     """
+    from ai_edge_litert import interpreter as litert
     if isinstance(model, (str, os.PathLike)):
         if not os.path.isfile(model):
             raise ValueError(f"{model}: no such .tflite file")

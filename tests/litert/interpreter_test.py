@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import testing
 from spinenet_tf.litert import benchmark
 from spinenet_tf.litert import evaluate as evaluate_lib
 from spinenet_tf.litert import interpreter as interpreter_lib
@@ -99,3 +100,14 @@ def test_cli_prints_one_line_and_exits_2(tiny_tflite, tmp_path, tool, flags):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == expected
     assert "python tflite/" not in result.stderr  # no usage dump
+
+
+@pytest.mark.parametrize("tool", ["benchmark.py", "evaluate.py"])
+def test_without_litert_the_tools_say_which_extra_to_install(tiny_tflite, tmp_path, tool):
+    flags = ["--data=builtin:shapes:validation[:1]"] if tool == "evaluate.py" else []
+    result = subprocess.run([sys.executable, os.path.join(_ROOT, "tflite", tool), f"--model={tiny_tflite}", *flags],
+                            capture_output=True, text=True, cwd=_ROOT,
+                            env=testing.env_without(tmp_path, "ai_edge_litert"), timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        "error: No module named 'ai_edge_litert': pip install \"spinenet_tf[litert]\""]
