@@ -259,12 +259,16 @@ def _copy_weights(source: keras.layers.Layer, target: keras.layers.Layer, class_
     A layer of `class_layers` whose shapes differ from the checkpoint's is left as initialised; any other path or
     shape that does not match raises one line naming the first layer that does not fit.
     """
-    ours = {variable.path.removeprefix(f"{target.name}/"): variable for variable in target.weights}
-    theirs = {variable.path.removeprefix(f"{source.name}/"): variable for variable in source.weights}
+    def relative(variable, root) -> str:
+        return variable.path.removeprefix(f"{root.name}/")
+
+    ours = {relative(variable, target): variable for variable in target.weights}
+    theirs = {relative(variable, source): variable for variable in source.weights}
     skipped = [layer for layer in class_layers
-               if any(variable.path in theirs and tuple(variable.shape) != tuple(theirs[variable.path].shape)
+               if any(relative(variable, target) in theirs
+                      and tuple(variable.shape) != tuple(theirs[relative(variable, target)].shape)
                       for variable in layer.weights)]
-    skipped_paths = {variable.path for layer in skipped for variable in layer.weights}
+    skipped_paths = {relative(variable, target) for layer in skipped for variable in layer.weights}
     for path, variable in ours.items():
         if path not in theirs:
             raise ValueError(f"{where}: does not fit {target.name}: its layer {_layer_path(path)} has no counterpart "
