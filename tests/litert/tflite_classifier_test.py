@@ -65,8 +65,10 @@ _CONFIDENT_STEPS = 6
 
 @pytest.mark.parametrize("io_type", ["int8", "uint8", "float32"])
 def test_int8_tflite_top1_agrees_with_keras(classifier, val_split, calibration, io_type):
-    # Top-1 must agree wherever Keras' top-2 margin is at least _CONFIDENT_STEPS int8 steps of the logits, which
-    # holds for over 40% of the images; below that a near-tie may go either way.
+    # Top-1 must agree wherever Keras' top-2 margin is at least _CONFIDENT_STEPS int8 steps of the logits; below
+    # that a near-tie may go either way. How many images are that confident depends on the fixture's training run,
+    # which is not bit-reproducible on CPU (over 40% in one run, 33% in a fresh-cache CI run of 2026-12-06, with
+    # agreement 1.0 on them both times): at least 20 of the 100 keeps the check from running on a handful.
     images, _ = val_split
     keras_logits = classifier.predict(images, verbose=0)
     content = tflite_convert.convert(classifier, "int8", calibration, io_type=io_type)
@@ -79,7 +81,7 @@ def test_int8_tflite_top1_agrees_with_keras(classifier, val_split, calibration, 
     print(f"int8 ({io_type} I/O) top-1 agreement with Keras: {agree.mean():.3f} overall, "
           f"{agree[confident].mean():.3f} on the {confident.sum()} images of margin >= {_CONFIDENT_STEPS} steps; "
           f"flipped margins {[round(float(m), 3) for m in margin[~agree]]}")
-    assert confident.mean() >= 0.4
+    assert confident.sum() >= 20
     assert agree[confident].all(), margin[confident & ~agree]
     assert agree.mean() >= 0.85
 
