@@ -110,9 +110,9 @@ class TrainConfig:
             checkpoints, or a Model Garden TF2 checkpoint (RetinaNet, Mask R-CNN, classification model or
             backbone), told apart automatically (`spinenet_tf.checkpoints.find_init_checkpoint`). Ignored when
             `model_dir` already has a checkpoint: the run resumes from that.
-        init_checkpoint_modules: "all" (every weight whose shape fits; the class-prediction layers are
-            re-initialised when `num_classes` differs from the checkpoint's) or "backbone" (the backbone only, e.g.
-            a classifier's into a detector). Model Garden's names (official/vision/configs/retinanet.py).
+        init_checkpoint_modules: "all" (every weight; the class-prediction layers are re-initialised when
+            `num_classes` differs from the checkpoint's, any other layer that does not fit is an error) or
+            "backbone" (the backbone only, e.g. a classifier's into a detector). Model Garden's names (official/vision/configs/retinanet.py).
         freeze_backbone: Keep the backbone's weights and batch-norm statistics fixed (Model Garden's
             `freeze_backbone`): only the heads train.
     """
