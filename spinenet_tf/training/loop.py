@@ -72,6 +72,7 @@ class Trainer:
         self.is_chief, self.task_id = strategy_lib.worker_role(self.strategy)
         self.task = tasks.make_task(config)  # parses the data flags: bad paths fail here, before any work
         saved_path = os.path.join(config.model_dir, CONFIG_FILE)
+        resume_from = checkpoints.latest_checkpoint(config.model_dir)
         if os.path.exists(saved_path):
             saved = TrainConfig.load(config.model_dir)
             if not config.num_classes:
@@ -80,7 +81,7 @@ class Trainer:
             if differences:
                 raise TrainingError(f"{saved_path}: this run's model differs from the saved one "
                                     f"({'; '.join(differences)}); use another --model_dir")
-            if saved.freeze_backbone != config.freeze_backbone and checkpoints.latest_checkpoint(config.model_dir):
+            if saved.freeze_backbone != config.freeze_backbone and resume_from:
                 # The optimizer's slots are those of the trainable weights: its checkpoint fits one setting only.
                 raise TrainingError(f"--freeze_backbone={config.freeze_backbone}: the run in {config.model_dir} was "
                                     f"started with --freeze_backbone={saved.freeze_backbone}; resume with that, or use "
@@ -89,7 +90,6 @@ class Trainer:
             config = dataclasses.replace(config, num_classes=self.task.num_classes())
         self.config = self.task.config = config
         # --init_checkpoint: found and identified now (a bad path fails before any work), loaded once the model exists.
-        resume_from = checkpoints.latest_checkpoint(config.model_dir)
         init = None
         if config.init_checkpoint and config.mode != "eval":
             if resume_from:
