@@ -19,8 +19,11 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
+import tensorflow as tf
+
 import testing
 from spinenet_tf.data import builtin_shapes, builtin_shapes_coco
+from spinenet_tf.detection import matcher
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,10 +114,5 @@ def last_eval(model_dir) -> dict:
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """IoU of two (ymin, xmin, ymax, xmax) boxes."""
-    height = min(a[2], b[2]) - max(a[0], b[0])
-    width = min(a[3], b[3]) - max(a[1], b[1])
-    if height <= 0 or width <= 0:
-        return 0.0
-    inter = height * width
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+    """IoU of two (ymin, xmin, ymax, xmax) boxes (`matcher.iou_matrix`)."""
+    return float(matcher.iou_matrix(tf.constant([a], tf.float32), tf.constant([b], tf.float32))[0, 0])
