@@ -3,7 +3,8 @@ content (or nothing) at the path, never a truncated file.
 
 Everything is written into a temporary sibling of the target (same directory, so the final `os.replace` is a rename
 within one file system) and renamed over the target only when the write succeeded. Used for the run files of a
-`model_dir` (`train_config.json`, `flags.txt`, `eval_metrics.json`) and for exports (`serving.output_path`).
+`model_dir` (`train_config.json`, `flags.txt`, `eval_metrics.json`, `train_times.json`) and for exports
+(`serving.output_path`).
 """
 
 from __future__ import annotations

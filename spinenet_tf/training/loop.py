@@ -21,11 +21,13 @@ Model Garden's Orbit trainers, so that every step is ours to check:
   checkpoints under `model_dir/workers/` (saving is collective), and every worker restores from the chief's.
 
 `model_dir` layout: `train_config.json` (what `export` reads), `flags.txt` (a flagfile that reruns the experiment),
-`checkpoints/ckpt-N`, `train/` and `eval/` TensorBoard logs, `eval_metrics.json` (one record per evaluation).
+`checkpoints/ckpt-N`, `train/` and `eval/` TensorBoard logs, `eval_metrics.json` (one record per evaluation),
+`train_times.json` (one record per checkpoint: the training seconds it took to reach it, `TrainTimes`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -43,6 +45,7 @@ from spinenet_tf.training import optimizers, strategy as strategy_lib, tasks
 from spinenet_tf.training.config import CONFIG_FILE, TrainConfig
 
 EVAL_METRICS_FILE = "eval_metrics.json"
+TRAIN_TIMES_FILE = "train_times.json"
 
 
 class TrainingError(RuntimeError):
@@ -55,6 +58,60 @@ def trained_model(config: TrainConfig) -> tuple[tasks.Task, keras.Model]:
     model = task.build_model(config.num_classes)
     checkpoints.restore_model(model, config.model_dir)
     return task, model
+
+
+class TrainTimes:
+    """`model_dir/train_times.json`: for every checkpoint, the wall-clock seconds of training it took to reach it.
+
+    One record per checkpoint `ckpt-N`, `{"step": N, "train_seconds": s}`, written (atomically) just before the
+    checkpoint, so a run killed in between resumes from an earlier checkpoint and drops the record. `train_seconds`
+    counts from the start of `Trainer.train` (building the input pipeline, tracing, steps, batch-norm
+    re-estimation, earlier saves) and leaves out evaluations run during training, process start-up and model
+    building. A resumed run adds its seconds to those recorded for the checkpoint it resumed from, so the times are
+    those of the whole run; if that record is missing (the file was deleted), its checkpoints get
+    `"train_seconds": null`. A fresh run (step 0) starts a new file. Records outlive the checkpoints that
+    `--keep_checkpoints` deletes: to evaluate every checkpoint afterwards (`bench/ap_vs_time.py`), keep them all.
+    """
+
+    def __init__(self, model_dir: str, start_step: int):
+        self.path = os.path.join(model_dir, TRAIN_TIMES_FILE)
+        records = read_train_times(model_dir) if start_step else []
+        self.records = [record for record in records if record["step"] <= start_step]
+        known = [record["train_seconds"] for record in self.records if record["step"] == start_step]
+        self._base = known[0] if known else (0.0 if not start_step else None)
+        if self._base is None:
+            logging.warning("%s has no time for step %d: the times of this run's checkpoints are unknown (null)",
+                            self.path, start_step)
+        self._start, self._paused = time.perf_counter(), 0.0
+
+    def seconds(self) -> float | None:
+        """Training seconds so far (None when the resumed run's start is unknown)."""
+        if self._base is None:
+            return None
+        return self._base + time.perf_counter() - self._start - self._paused
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Time spent inside the block does not count (evaluations)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._paused += time.perf_counter() - start
+
+    def record(self, step: int) -> None:
+        seconds = self.seconds()
+        self.records.append({"step": step, "train_seconds": None if seconds is None else round(seconds, 2)})
+        atomic_files.write_text(self.path, json.dumps(self.records, indent=2))
+
+
+def read_train_times(model_dir: str) -> list[dict]:
+    """The records of `model_dir/train_times.json` (`TrainTimes`), oldest first; [] when there is none."""
+    path = os.path.join(model_dir, TRAIN_TIMES_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
 
 
 # === The run ===
@@ -218,6 +275,7 @@ class Trainer:
         if start_step >= config.train_steps:
             logging.info("step %d: --train_steps=%d already reached", start_step, config.train_steps)
             return
+        clock = TrainTimes(config.model_dir, start_step) if self.is_chief else None
         # A resumed run reshuffles with a seed of its start step, so it does not repeat the batches it saw.
         self.task.config = dataclasses.replace(config, runtime=dataclasses.replace(
             runtime, seed=runtime.seed + start_step))
@@ -260,13 +318,16 @@ class Trainer:
                 if bad is not None:
                     raise self._stopped(f"{bad} is not finite after the update at step {step}: loss "
                                         f"{terms['loss']:.4g},")
+                if clock is not None:
+                    clock.record(step)
                 self.save()
                 stats = self.task.train_stats
                 if stats is not None and stats.summary():
                     logging.info("training data: %s", stats.summary())
             if (config.mode == "train_and_eval" and runtime.eval_interval and step % runtime.eval_interval == 0
                     and step != config.train_steps):
-                self.evaluate()
+                with clock.paused() if clock is not None else contextlib.nullcontext():
+                    self.evaluate()
         writer.close()
 
 

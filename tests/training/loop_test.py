@@ -82,6 +82,38 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(tmp_path):
     assert _checkpoint_steps(model_dir)[-1] == 12
     steps_logged = [line for line in result.stderr.splitlines() if "step " in line and "/12:" in line]
     assert len(steps_logged) == 12 - last, "the resumed run trains only the missing steps"
+    # Training seconds per checkpoint, the killed run's and the resumed run's in one rising series.
+    times = loop.read_train_times(model_dir)
+    assert [record["step"] for record in times] == list(range(2, 13, 2))
+    seconds = [record["train_seconds"] for record in times]
+    assert 0 < seconds[0] and all(a < b for a, b in zip(seconds, seconds[1:])), seconds
+
+
+def test_train_times_add_up_across_resumes_and_leave_out_paused_time(tmp_path, caplog):
+    model_dir = str(tmp_path)
+    clock = loop.TrainTimes(model_dir, start_step=0)
+    time.sleep(0.05)
+    with clock.paused():  # an evaluation
+        time.sleep(0.3)
+    clock.record(10)
+    clock.record(20)
+    first = loop.read_train_times(model_dir)
+    assert [record["step"] for record in first] == [10, 20]
+    assert 0.05 <= first[0]["train_seconds"] <= first[1]["train_seconds"] < 0.3
+
+    resumed = loop.TrainTimes(model_dir, start_step=10)  # killed after ckpt-10: the record of step 20 goes
+    resumed.record(20)
+    again = loop.read_train_times(model_dir)
+    assert [record["step"] for record in again] == [10, 20]
+    assert again[1]["train_seconds"] >= first[0]["train_seconds"]
+
+    unknown = loop.TrainTimes(model_dir, start_step=15)  # no record of the step resumed from
+    unknown.record(30)
+    assert loop.read_train_times(model_dir)[-1] == {"step": 30, "train_seconds": None}
+    assert "no time for step 15" in caplog.text
+
+    loop.TrainTimes(model_dir, start_step=0).record(5)  # a fresh run starts a new file
+    assert [record["step"] for record in loop.read_train_times(model_dir)] == [5]
 
 
 @pytest.mark.slow
