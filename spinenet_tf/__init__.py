@@ -115,7 +115,8 @@ def build_backbone(name: str, input_shape: Sequence[int | None] = (None, None, 3
         input_shape: (H, W, 3); H and W divisible by 2**max_level (128 by default), or None.
         **overrides: Constructor arguments to change: activation, norm_momentum, norm_epsilon, use_sync_bn,
             stochastic_depth_rate, min_level, max_level, block_specs, filter_size_scale, block_repeats,
-            endpoints_num_filters, and resample_alpha (SpineNet) or se_ratio / expand_ratio (SpineNet-Mobile).
+            endpoints_num_filters, and resample_alpha / stem_blocks_per_level (SpineNet) or se_ratio / expand_ratio
+            (SpineNet-Mobile).
 
     Returns:
         A `SpineNet` or `SpineNetMobile` whose call returns {level: P_level}.

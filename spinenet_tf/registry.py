@@ -1,12 +1,15 @@
 """THE table of named models. Every public name maps to one row here; nothing else lists names.
 
 Backbone scalings are the SpineNet paper's (arXiv:1912.05027, Table 2 and §4.2) as coded in Model Garden's
-`SCALING_MAP` (`official/vision/modeling/backbones/spinenet.py`, `spinenet_mobile.py`).
+`SCALING_MAP` (`official/vision/modeling/backbones/spinenet.py`, `spinenet_mobile.py`). R0-SP53 (paper §3.3, Table 1)
+is SpineNet-49's scaling with its own block-spec table (`backbones/block_specs.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+
+from spinenet_tf.backbones.block_specs import R0_SP53_BLOCK_SPECS, BlockSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,12 +22,15 @@ class BackboneSpec:
     block_repeats: int
     endpoints_num_filters: int
     image_size: int              # the paper's detection resolution for this backbone
+    block_specs: tuple[BlockSpec, ...] | None = None  # None: the family's default table (SpineNet-49's topology)
 
     def kwargs(self) -> dict:
         kwargs = dict(filter_size_scale=self.filter_size_scale, block_repeats=self.block_repeats,
                       endpoints_num_filters=self.endpoints_num_filters)
         if self.resample_alpha is not None:
             kwargs["resample_alpha"] = self.resample_alpha
+        if self.block_specs is not None:
+            kwargs["block_specs"] = self.block_specs
         return kwargs
 
 
@@ -39,6 +45,9 @@ BACKBONES = {
     "spinenet-mobile-49xs":  BackboneSpec("spinenet_mobile", 0.6,   None,  1,       24,        256),
     "spinenet-mobile-49s":   BackboneSpec("spinenet_mobile", 0.65,  None,  1,       40,        384),
     "spinenet-mobile-49":    BackboneSpec("spinenet_mobile", 1.0,   None,  1,       48,        384),
+    # Paper §3.3 / Table 1 / Fig. 4(c): ResNet-50's blocks scale-permuted; SpineNet-49's widths (§5.3 compares them).
+    "r0-sp53":               BackboneSpec("spinenet",        1.0,   0.5,   1,       256,       640,
+                                          block_specs=R0_SP53_BLOCK_SPECS),
 }
 
 
@@ -71,6 +80,7 @@ DETECTORS = {
                                                    weight_decay=3e-5),
     "retinanet-spinenet-mobile-49":   DetectorSpec("spinenet-mobile-49",   4,    48, head_separable=True,
                                                    weight_decay=3e-5),
+    "retinanet-r0-sp53":              DetectorSpec("r0-sp53",              4,    256),  # paper §5.3, Table 3
 }
 
 
@@ -129,7 +139,7 @@ _COMMON_OVERRIDES = ("activation", "norm_momentum", "norm_epsilon", "use_sync_bn
                      "min_level", "max_level", "block_specs", "filter_size_scale", "block_repeats",
                      "endpoints_num_filters")
 BACKBONE_OVERRIDES = {
-    "spinenet": _COMMON_OVERRIDES + ("resample_alpha",),
+    "spinenet": _COMMON_OVERRIDES + ("resample_alpha", "stem_blocks_per_level"),
     "spinenet_mobile": _COMMON_OVERRIDES + ("se_ratio", "expand_ratio"),
 }
 

@@ -11,7 +11,8 @@ a loss) import that module where they use it, with a plain import, for the same 
 
 What it builds (each for a name of `spinenet_tf.registry`, with Model Garden's own defaults elsewhere):
     backbone_row(name) -> (class, SCALING_MAP row)
-        `official/vision/modeling/backbones/spinenet.py` or `spinenet_mobile.py`.
+        `official/vision/modeling/backbones/spinenet.py` or `spinenet_mobile.py`; a row with its own table (R0-SP53)
+        is SpineNet-49's SCALING_MAP row plus that table as `block_specs`.
     backbone(name, height, width, **overrides)
         `SpineNet` / `SpineNetMobile` with that row, overridden by `overrides` (e.g. activation="swish").
     retinanet(name, num_classes, height, width)
@@ -52,18 +53,30 @@ def input_spec(height: int, width: int | None = None) -> tf_keras.layers.InputSp
     return tf_keras.layers.InputSpec(shape=[None, height, width or height, 3])
 
 
+# Registry rows that are a SCALING_MAP row with another block-spec table (Model Garden's SpineNet takes any table
+# on its default two-L2-block stem): name -> SCALING_MAP key.
+_TABLE_ROWS = {"r0-sp53": "49"}
+
+
 def backbone_row(name: str) -> tuple[type, dict]:
     """(Model Garden's class, its SCALING_MAP row) for a registry backbone name: "spinenet-49s" -> SpineNet,
-    SCALING_MAP["49S"]; "spinenet-mobile-49xs" -> SpineNetMobile, SCALING_MAP["49XS"]."""
+    SCALING_MAP["49S"]; "spinenet-mobile-49xs" -> SpineNetMobile, SCALING_MAP["49XS"]; "r0-sp53" -> SpineNet,
+    SCALING_MAP["49"] plus `block_specs`, our table (`backbone` hands Model Garden its own BlockSpecs of it)."""
     if registry.BACKBONES[name].family == "spinenet_mobile":
         return spinenet_mobile.SpineNetMobile, spinenet_mobile.SCALING_MAP[
             name.removeprefix("spinenet-mobile-").upper()]
+    if name in _TABLE_ROWS:
+        return spinenet.SpineNet, {**spinenet.SCALING_MAP[_TABLE_ROWS[name]],
+                                   "block_specs": registry.BACKBONES[name].block_specs}
     return spinenet.SpineNet, spinenet.SCALING_MAP[name.removeprefix("spinenet-").upper()]
 
 
 def backbone(name: str, height: int = 128, width: int | None = None, **overrides) -> tf_keras.Model:
     """Model Garden's backbone for a registry name, its SCALING_MAP row overridden by `overrides`."""
     cls, scaling = backbone_row(name)
+    if "block_specs" in scaling:
+        scaling = {**scaling, "block_specs": spinenet.build_block_specs(
+            [(s.level, s.block_fn, tuple(s.input_offsets), s.is_output) for s in scaling["block_specs"]])}
     return cls(input_specs=input_spec(height, width), **{**scaling, **overrides})
 
 

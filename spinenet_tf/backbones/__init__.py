@@ -1,8 +1,10 @@
-"""SpineNet backbones and their block-spec tables."""
+"""SpineNet backbones, their block-spec tables and their stems."""
 
-from spinenet_tf.backbones.block_specs import (SPINENET_BLOCK_SPECS, SPINENET_MOBILE_BLOCK_SPECS, BlockSpec,
-                                               validate_block_specs)
+from spinenet_tf.backbones.block_specs import (DEFAULT_STEM_BLOCKS_PER_LEVEL, R0_SP53_BLOCK_SPECS,
+                                               SPINENET_BLOCK_SPECS, SPINENET_MOBILE_BLOCK_SPECS, BlockSpec,
+                                               stem_block_levels, validate_block_specs)
 from spinenet_tf.backbones.spinenet import BlockNode, FeatureSpec, SpineNet, SpineNetMobile, plan_network
 
-__all__ = ["SPINENET_BLOCK_SPECS", "SPINENET_MOBILE_BLOCK_SPECS", "BlockNode", "BlockSpec", "FeatureSpec",
-           "SpineNet", "SpineNetMobile", "plan_network", "validate_block_specs"]
+__all__ = ["DEFAULT_STEM_BLOCKS_PER_LEVEL", "R0_SP53_BLOCK_SPECS", "SPINENET_BLOCK_SPECS",
+           "SPINENET_MOBILE_BLOCK_SPECS", "BlockNode", "BlockSpec", "FeatureSpec", "SpineNet", "SpineNetMobile",
+           "plan_network", "stem_block_levels", "validate_block_specs"]

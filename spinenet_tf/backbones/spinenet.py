@@ -3,12 +3,15 @@
 SpineNet: Du et al., CVPR 2020 (arXiv:1912.05027). SpineNet-Mobile: Du et al., ECCV 2020 (arXiv:2010.11426).
 Mirrors Model Garden's `official/vision/modeling/backbones/spinenet.py` and `spinenet_mobile.py` weight for weight;
 the two share one network core here and differ only in stem, block and resampling (`SpineNetMobile` overrides
-three hooks). Conventions: level L means stride 2**L; inputs are NHWC images; outputs are a dict
+those hooks). Conventions: level L means stride 2**L; inputs are NHWC images; outputs are a dict
 `{level (int): P_level}` for level in [min_level, max_level].
 
-How the network is wired (`plan_network`): blocks 0 and 1 are the stem; block k >= 2 is row k - 2 of the block-spec
-table. A block resamples its two parents to its own level and width, sums them (an output block also sums every
-earlier block of its level and width that nothing has consumed yet, as Model Garden does), applies the activation
+How the network is wired (`plan_network`): blocks 0..m-1 are the stem; block k >= m is row k - m of the block-spec
+table. SpineNet's stem is a scale-decreased ResNet path, `stem_blocks_per_level` bottleneck blocks at L2..L5 with a
+stride-2 first block at each new level (paper §3, Table 1); the default (2, 0, 0, 0) is Model Garden's two L2
+blocks (m = 2), and SpineNet-Mobile's stem is fixed (an L1 and an L2 MBConv block). A block resamples its parents
+(two; one in the connection-ablation tables) to its own level and width, sums them (an output block also sums every
+earlier table block of its level and width that nothing has consumed yet, as Model Garden does), applies the activation
 and runs its block group (`block_repeats` blocks). Each endpoint P_L is a 1x1 conv + BN + act on the output block
 at level L. Blocks that feed no endpoint (e.g. Model Garden's level-2 output block 17) are not built.
 """
@@ -20,8 +23,10 @@ from collections.abc import Callable, Sequence
 
 import keras
 
-from spinenet_tf.backbones.block_specs import (SPINENET_BLOCK_SPECS, SPINENET_MOBILE_BLOCK_SPECS, BlockSpec,
-                                               parse_block_specs, validate_block_specs)
+from spinenet_tf.backbones.block_specs import (DEFAULT_STEM_BLOCKS_PER_LEVEL, SPINENET_BLOCK_SPECS,
+                                               SPINENET_MOBILE_BLOCK_SPECS, BlockSpec,
+                                               normalize_stem_blocks_per_level, parse_block_specs, stem_block_levels,
+                                               validate_block_specs)
 from spinenet_tf.layers.blocks import BottleneckBlock, MBConvBlock, ResidualBlock
 from spinenet_tf.layers.normalization import NormActivationMixin, conv2d
 from spinenet_tf.layers.resample import CrossScaleResample, MobileResample
@@ -39,11 +44,11 @@ class BlockNode:
     """One block of a planned network.
 
     Attributes:
-        index: Position in [stem0, stem1, block2, ...].
+        index: Position in [stem 0 .. stem m-1, block m, ...].
         level: Feature level.
         block_fn: "residual", "bottleneck" or "mbconv".
         channels: Output channels.
-        inputs: The two parents that are resampled into this block (empty for stem blocks).
+        inputs: The parents that are resampled into this block (empty for stem blocks).
         extra_inputs: Earlier unconsumed blocks of the same level and width, summed in as they are (outputs only).
         is_output: Whether the block is an output block of the table.
         used: Whether an endpoint in [min_level, max_level] depends on it (unused blocks are not built).
@@ -87,7 +92,10 @@ def plan_network(block_specs: Sequence[BlockSpec], stem: Sequence[tuple[int, str
     levels = [level for level, _ in stem] + [spec.level for spec in block_specs]
     fns = [fn for _, fn in stem] + [spec.block_fn for spec in block_specs]
     widths = [channels(level, fn) for level, fn in zip(levels, fns)]
-    out_degree = [0] * len(levels)
+    # The fusion rule (paper §3.3) joins the scale-permuted network's unconsumed blocks, not the stem's: each stem
+    # block but the last feeds the next, and stem blocks after the last one the table reads are not built. (Model
+    # Garden would also sum an unread stem block into an L2 output block; none of its tables leaves one unread.)
+    out_degree = [1] * len(stem) + [0] * len(block_specs)
     inputs: list[tuple[int, ...]] = [()] * len(stem)
     extras: list[tuple[int, ...]] = [()] * len(stem)
     output_of_level: dict[int, int] = {}
@@ -137,7 +145,10 @@ class SpineNet(CheckpointCollections, NormActivationMixin, keras.Model):
         input_shape: (H, W, 3); H and W may be None, else divisible by 2**max_level.
         min_level, max_level: Levels of the endpoints P_min..P_max.
         block_specs: The scale-permuted table; rows as `BlockSpec` or (level, block_fn, (in0, in1), is_output).
-            Defaults to `SPINENET_BLOCK_SPECS` (SpineNet-49).
+            Defaults to `SPINENET_BLOCK_SPECS` (SpineNet-49). Input offsets count the stem blocks first.
+        stem_blocks_per_level: Bottleneck blocks of the scale-decreased stem at L2, L3, L4, L5 (paper Table 1);
+            each new level starts with a stride-2 block. (2, 0, 0, 0), Model Garden's stem, gives m = 2 stem
+            blocks; e.g. (2, 2, 2, 1) is R23-SP30's (m = 7). Every stem block is a candidate parent.
         endpoints_num_filters: Width of every endpoint.
         resample_alpha: Narrowing factor of the cross-scale connections.
         block_repeats: Blocks per block group (2 for SpineNet-96, 3 for 143, 4 for 190).
@@ -155,18 +166,21 @@ class SpineNet(CheckpointCollections, NormActivationMixin, keras.Model):
 
     default_block_specs = SPINENET_BLOCK_SPECS
     filter_size_map = SPINENET_FILTER_SIZE_MAP
-    stem_blocks = ((2, "bottleneck"), (2, "bottleneck"))  # (level, block_fn) of blocks 0 and 1
 
     def __init__(self, input_shape: Sequence[int | None] = (None, None, 3), min_level: int = 3, max_level: int = 7,
                  block_specs: Sequence | None = None, endpoints_num_filters: int = 256, resample_alpha: float = 0.5,
                  block_repeats: int = 1, filter_size_scale: float = 1.0, stochastic_depth_rate: float = 0.0,
                  activation: str = "relu", norm_momentum: float = 0.99, norm_epsilon: float = 1e-3,
-                 use_sync_bn: bool = False, **kwargs):
+                 use_sync_bn: bool = False,
+                 stem_blocks_per_level: Sequence[int] | None = DEFAULT_STEM_BLOCKS_PER_LEVEL, **kwargs):
         # === Config ===
         self.image_shape = tuple(input_shape)
         self.min_level = min_level
         self.max_level = max_level
         self.block_specs = parse_block_specs(self.default_block_specs if block_specs is None else block_specs)
+        self.stem_blocks_per_level = (None if stem_blocks_per_level is None
+                                      else normalize_stem_blocks_per_level(stem_blocks_per_level))
+        self.stem = self.stem_blocks(self.stem_blocks_per_level)
         self.endpoints_num_filters = endpoints_num_filters
         self.resample_alpha = resample_alpha
         self.block_repeats = block_repeats
@@ -174,7 +188,8 @@ class SpineNet(CheckpointCollections, NormActivationMixin, keras.Model):
         self.stochastic_depth_rate = stochastic_depth_rate
         self._set_norm_activation(activation, norm_momentum, norm_epsilon, use_sync_bn)
         self._check_arguments()
-        self.plan = self.network_plan(self.block_specs, min_level, max_level, filter_size_scale)
+        self.plan = self.network_plan(self.block_specs, min_level, max_level, filter_size_scale,
+                                      self.stem_blocks_per_level)
 
         # === Functional model ===
         inputs = keras.Input(shape=self.image_shape, name="image")
@@ -201,13 +216,22 @@ class SpineNet(CheckpointCollections, NormActivationMixin, keras.Model):
 
     @classmethod
     def network_plan(cls, block_specs: Sequence | None = None, min_level: int = 3, max_level: int = 7,
-                     filter_size_scale: float = 1.0) -> list[BlockNode]:
+                     filter_size_scale: float = 1.0,
+                     stem_blocks_per_level: Sequence[int] | None = DEFAULT_STEM_BLOCKS_PER_LEVEL) -> list[BlockNode]:
         """The wiring of this family's network for these settings, without building it (see `plan_network`)."""
         specs = parse_block_specs(cls.default_block_specs if block_specs is None else block_specs)
-        return plan_network(specs, cls.stem_blocks,
+        return plan_network(specs, cls.stem_blocks(stem_blocks_per_level),
                             lambda level, fn: cls.block_channels(level, fn, filter_size_scale), min_level, max_level)
 
     # --- hooks that SpineNetMobile overrides ------------------------------------------------------------------
+    @classmethod
+    def stem_blocks(cls, stem_blocks_per_level: Sequence[int] | None = DEFAULT_STEM_BLOCKS_PER_LEVEL
+                    ) -> tuple[tuple[int, str], ...]:
+        """(level, block_fn) of each stem block: bottlenecks, `stem_blocks_per_level` at L2..L5."""
+        if stem_blocks_per_level is None:
+            stem_blocks_per_level = DEFAULT_STEM_BLOCKS_PER_LEVEL
+        return tuple((level, "bottleneck") for level in stem_block_levels(stem_blocks_per_level))
+
     @classmethod
     def block_channels(cls, level: int, block_fn: str, filter_size_scale: float) -> int:
         """Output channels of a block: its width, times 4 for a bottleneck."""
@@ -232,14 +256,19 @@ class SpineNet(CheckpointCollections, NormActivationMixin, keras.Model):
         return x
 
     def _stem(self, inputs) -> list:
-        """Conv 7x7/2 (64) -> BN -> act -> max-pool 3x3/2 -> two level-2 bottleneck groups (blocks 0 and 1)."""
+        """Conv 7x7/2 (64) -> BN -> act -> max-pool 3x3/2 -> the stem's bottleneck groups (blocks 0..m-1), the first
+        of each level after L2 with stride 2 (ResNet's stage transition); by default two level-2 groups. Stem
+        blocks after the last one the table uses are not built."""
         x = conv2d(64, 7, 2, name="stem_conv")(inputs)
         x = self._bn("stem_bn")(x)
         x = self._act("stem_act")(x)
         x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
-        features = []
-        for node in self.plan[:2]:
-            x = self._block_group(x, node, drop_rate=0.0)
+        features, level = [], 2
+        for node in self.plan[:len(self.stem)]:
+            if not node.used:
+                break  # `plan_network` marks a stem block used whenever a later one is
+            x = self._block_group(x, node, drop_rate=0.0, stride=2 ** (node.level - level))
+            level = node.level
             features.append(x)
         return features
 
@@ -252,17 +281,20 @@ class SpineNet(CheckpointCollections, NormActivationMixin, keras.Model):
     def _scale_permuted_blocks(self, features: list) -> list:
         """Builds every used block of the table in order; unused ones stay None."""
         features = features + [None] * (len(self.plan) - len(features))
-        num_blocks = len(self.block_specs)
-        for node in self.plan[len(self.stem_blocks):]:
+        num_stem, num_blocks = len(self.stem), len(self.block_specs)
+        for node in self.plan[num_stem:]:
             if not node.used:
                 continue
             prefix = f"block{node.index:02d}"
             parents = [self._resample(features[j], self.plan[j], node, f"{prefix}_resample{k}")
                        for k, j in enumerate(node.inputs)]
             parents += [features[j] for j in node.extra_inputs]
-            x = keras.layers.Add(name=f"{prefix}_fuse")(parents)
+            # A single parent (connection-ablation tables) needs no sum.
+            x = keras.layers.Add(name=f"{prefix}_fuse")(parents) if len(parents) > 1 else parents[0]
             x = self._act(f"{prefix}_fuse_act")(x)
-            drop_rate = stochastic_depth_rate_for_block(self.stochastic_depth_rate, node.index - 1, num_blocks)
+            # Model Garden: the i-th table row (1-based) of n gets rate * i / n; the stem none.
+            drop_rate = stochastic_depth_rate_for_block(self.stochastic_depth_rate, node.index - num_stem + 1,
+                                                        num_blocks)
             features[node.index] = self._block_group(x, node, drop_rate)
         return features
 
@@ -297,7 +329,9 @@ class SpineNet(CheckpointCollections, NormActivationMixin, keras.Model):
                 "block_repeats": self.block_repeats, "filter_size_scale": self.filter_size_scale,
                 "stochastic_depth_rate": self.stochastic_depth_rate, "activation": self.activation,
                 "norm_momentum": self.norm_momentum, "norm_epsilon": self.norm_epsilon,
-                "use_sync_bn": self.use_sync_bn}
+                "use_sync_bn": self.use_sync_bn,
+                "stem_blocks_per_level": (None if self.stem_blocks_per_level is None
+                                          else list(self.stem_blocks_per_level))}
 
     @classmethod
     def from_config(cls, config):
@@ -322,20 +356,34 @@ class SpineNetMobile(SpineNet):
 
     default_block_specs = SPINENET_MOBILE_BLOCK_SPECS
     filter_size_map = SPINENET_MOBILE_FILTER_SIZE_MAP
-    stem_blocks = ((1, "mbconv"), (2, "mbconv"))
 
     def __init__(self, input_shape: Sequence[int | None] = (None, None, 3), min_level: int = 3, max_level: int = 7,
                  block_specs: Sequence | None = None, endpoints_num_filters: int = 48, se_ratio: float = 0.2,
                  expand_ratio: int = 6, block_repeats: int = 1, filter_size_scale: float = 1.0,
                  stochastic_depth_rate: float = 0.0, activation: str = "relu", norm_momentum: float = 0.99,
-                 norm_epsilon: float = 1e-3, use_sync_bn: bool = False, **kwargs):
+                 norm_epsilon: float = 1e-3, use_sync_bn: bool = False, stem_blocks_per_level: None = None,
+                 **kwargs):
         self.se_ratio = se_ratio
         self.expand_ratio = expand_ratio
         super().__init__(input_shape=input_shape, min_level=min_level, max_level=max_level,
                          block_specs=block_specs, endpoints_num_filters=endpoints_num_filters, resample_alpha=None,
                          block_repeats=block_repeats, filter_size_scale=filter_size_scale,
                          stochastic_depth_rate=stochastic_depth_rate, activation=activation,
-                         norm_momentum=norm_momentum, norm_epsilon=norm_epsilon, use_sync_bn=use_sync_bn, **kwargs)
+                         norm_momentum=norm_momentum, norm_epsilon=norm_epsilon, use_sync_bn=use_sync_bn,
+                         stem_blocks_per_level=stem_blocks_per_level, **kwargs)
+
+    @classmethod
+    def network_plan(cls, block_specs: Sequence | None = None, min_level: int = 3, max_level: int = 7,
+                     filter_size_scale: float = 1.0, stem_blocks_per_level: None = None) -> list[BlockNode]:
+        return super().network_plan(block_specs, min_level, max_level, filter_size_scale, stem_blocks_per_level)
+
+    @classmethod
+    def stem_blocks(cls, stem_blocks_per_level: None = None) -> tuple[tuple[int, str], ...]:
+        """The fixed stem: an L1 and an L2 MBConv block (blocks 0 and 1)."""
+        if stem_blocks_per_level is not None:
+            raise ValueError(f"stem_blocks_per_level={tuple(stem_blocks_per_level)}: SpineNet-Mobile's stem is fixed "
+                             "(an L1 and an L2 MBConv block)")
+        return ((1, "mbconv"), (2, "mbconv"))
 
     @classmethod
     def block_channels(cls, level: int, block_fn: str, filter_size_scale: float) -> int:
@@ -369,5 +417,5 @@ class SpineNetMobile(SpineNet):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        del config["resample_alpha"]
+        del config["resample_alpha"], config["stem_blocks_per_level"]
         return {**config, "se_ratio": self.se_ratio, "expand_ratio": self.expand_ratio}

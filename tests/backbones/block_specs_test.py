@@ -99,7 +99,7 @@ def _table(**changes):
     (_table(r1=BlockSpec(1, "residual", (0, 1), False)), r"block 3 \(row 1\): level 1 is outside \[2, 7\]"),
     (_table(r2=BlockSpec(3, "conv", (2, 3), False)),
      r"block 4 \(row 2\): block_fn 'conv' is not one of residual, bottleneck, mbconv"),
-    (_table(r2=BlockSpec(3, "bottleneck", (2, 3, 1), False)), r"block 4 \(row 2\): needs exactly two input offsets"),
+    (_table(r2=BlockSpec(3, "bottleneck", (2, 3, 1), False)), r"block 4 \(row 2\): needs one or two input offsets"),
     (_table(r14=BlockSpec(6, "bottleneck", (12, 14), False)),
      r"no output block at level\(s\) \[6\]; outputs must cover levels 3\.\.7"),
 ])
@@ -188,3 +188,78 @@ def test_unknown_override_is_named_with_the_allowed_ones(name, override):
         spinenet_tf.build_backbone(name, input_shape=(128, 128, 3), **{override: 0.5})
     for allowed in registry.BACKBONE_OVERRIDES[family]:
         assert allowed in str(error.value)
+
+
+# --- R0-SP53 (paper §3.3, Table 1, Fig. 4(c)) ---------------------------------------------------------------------
+
+def test_r0_sp53_table_fits_the_paper():
+    from spinenet_tf.backbones import R0_SP53_BLOCK_SPECS
+    table = R0_SP53_BLOCK_SPECS
+    assert len(table) == 15 and all(spec.block_fn == "bottleneck" for spec in table)
+    # Table 1: scale-permuted {L2 1, L3 4, L4 6, L5 2, L6 1, L7 1} on the stem {2, 0, 0, 0}, i.e. ResNet-50's
+    # {3, 4, 6, 3} blocks with one L5 block traded for an L6 and an L7 block.
+    counts = {level: sum(spec.level == level for spec in table) for level in range(2, 8)}
+    assert counts == {2: 1, 3: 4, 4: 6, 5: 2, 6: 1, 7: 1}
+    # §3.1: intermediate and output blocks are permuted separately, the 5 outputs (L3..L7) last.
+    assert [spec.is_output for spec in table] == [False] * 10 + [True] * 5
+    assert sorted(spec.level for spec in table[10:]) == [3, 4, 5, 6, 7]
+    # §5.1: an intermediate block's parents are among the last 5 blocks built (block 9 reads block 4, at the edge).
+    for row, spec in enumerate(table[:10]):
+        assert all(index - 5 <= parent < index for index in [row + 2] for parent in spec.input_offsets), row
+    validate_block_specs(table, 3, 7)
+    # Block 11 (L4) feeds no later block: the fusion rule sums it into the L4 output block 13, nothing is pruned.
+    plan = _plan(table)
+    assert {node.index: node.extra_inputs for node in plan if node.extra_inputs} == {13: (11,)}
+    assert all(node.used for node in plan)
+
+
+# --- stems ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("counts, levels", [
+    ((2, 0, 0, 0), (2, 2)),                        # SpineNet, R0-SP53 (Model Garden's two level-2 blocks)
+    ((2,), (2, 2)),                                # missing levels are 0
+    ((1, 1, 1, 1), (2, 3, 4, 5)),                  # R14-SP39
+    ((2, 3, 5, 1), (2, 2, 3, 3, 3, 4, 4, 4, 4, 4, 5)),  # R35-SP18
+    ((3, 4, 6, 3), (2,) * 3 + (3,) * 4 + (4,) * 6 + (5,) * 3),  # ResNet-50
+])
+def test_stem_block_levels(counts, levels):
+    from spinenet_tf.backbones import stem_block_levels
+    assert stem_block_levels(counts) == levels
+
+
+@pytest.mark.parametrize("counts, match", [
+    ((0, 1, 0, 0), r"the stem needs at least one L2 block"),
+    ((2, 0, 1, 0), r"levels must be contiguous from L2"),
+    ((1, 1, 1, 1, 1), r"expected up to 4 block counts >= 0 for levels L2, L3, L4, L5"),
+    ((), r"expected up to 4 block counts"),
+    ((2, -1), r"expected up to 4 block counts >= 0"),
+    ((1.5,), r"expected up to 4 block counts >= 0"),
+])
+def test_bad_stems_are_named(counts, match):
+    from spinenet_tf.backbones import stem_block_levels
+    with pytest.raises(ValueError, match=rf"stem_blocks_per_level=.*: {match}"):
+        stem_block_levels(counts)
+    with pytest.raises(ValueError, match=match):
+        SpineNet(input_shape=(128, 128, 3), stem_blocks_per_level=counts)
+
+
+def test_offsets_count_every_stem_block_first():
+    # With a 7-block stem (R23-SP30's {2, 2, 2, 1}) row 0 is block 7: it may read blocks 0..6, not 7.
+    stem = (2, 2, 3, 3, 4, 4, 5)
+    rows = [BlockSpec(3, "bottleneck", (6, 5), True), BlockSpec(4, "bottleneck", (0, 7), True),
+            BlockSpec(5, "bottleneck", (7, 8), True), BlockSpec(7, "bottleneck", (8, 9), True),
+            BlockSpec(6, "bottleneck", (9, 10), True)]
+    validate_block_specs(rows, 3, 7, stem_levels=stem)
+    bad = [BlockSpec(3, "bottleneck", (6, 7), True)] + rows[1:]
+    with pytest.raises(ValueError, match=r"block 7 \(row 0\): input offset 7 is not an earlier block \(must be in "
+                                         r"\[0, 7\)\)"):
+        validate_block_specs(bad, 3, 7, stem_levels=stem)
+
+
+def test_one_input_rows_are_valid():
+    # The connection-ablation tables (paper §5.5): one parent per block.
+    rows = [BlockSpec(spec.level, spec.block_fn, spec.input_offsets[:1], spec.is_output)
+            for spec in SPINENET_BLOCK_SPECS]
+    validate_block_specs(rows, 3, 7)
+    with pytest.raises(ValueError, match=r"block 2 \(row 0\): needs one or two input offsets, got \(\)"):
+        validate_block_specs([BlockSpec(2, "bottleneck", (), False)] + rows[1:], 3, 7)

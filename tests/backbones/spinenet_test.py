@@ -284,3 +284,67 @@ def test_training_calls_are_stochastic_and_inference_calls_deterministic(small_b
     first, second = model(x, training=False), model(x, training=False)
     for level in first:
         np.testing.assert_array_equal(_np(first[level]), _np(second[level]))
+
+
+# --- (g) the scale-decreased stem --------------------------------------------------------------------------------
+
+# R23-SP30's stem (paper Table 1: {2, 2, 2, 1} at L2..L5, 7 blocks) under a 5-row table reading stem blocks 0, 5 and 6.
+R23_STEM = (2, 2, 2, 1)
+STEM_TABLE = [
+    [3, "bottleneck", [5, 6], True],   # block 7
+    [4, "residual", [0, 7], True],     # block 8
+    [5, "bottleneck", [7, 8], True],   # block 9
+    [7, "residual", [8, 9], True],     # block 10
+    [6, "bottleneck", [9, 10], True],  # block 11
+]
+
+
+def test_default_stem_is_model_gardens():
+    model = _tiny()
+    assert model.stem_blocks_per_level == (2, 0, 0, 0) and model.stem == ((2, "bottleneck"), (2, "bottleneck"))
+    assert model.get_config()["stem_blocks_per_level"] == [2, 0, 0, 0]
+    assert [layer.name for layer in model.layers if layer.name.startswith("stem_block")] == ["stem_block0",
+                                                                                             "stem_block1"]
+    assert "stem_blocks_per_level" not in _tiny("spinenet-mobile-49xs").get_config()
+    with pytest.raises(ValueError, match=r"stem_blocks_per_level=\(2, 0, 0, 0\): SpineNet-Mobile's stem is fixed"):
+        SpineNetMobile(input_shape=(128, 128, 3), stem_blocks_per_level=(2, 0, 0, 0))
+
+
+def test_resnet_stem_blocks_are_parents_with_stride_2_transitions(tmp_path):
+    model = _tiny(stem_blocks_per_level=R23_STEM, block_specs=STEM_TABLE, stochastic_depth_rate=0.2)
+    assert [node.level for node in model.plan[:7]] == [2, 2, 3, 3, 4, 4, 5]
+    assert model.plan[7].inputs == (5, 6) and model.plan[8].inputs == (0, 7)
+    # Each stem block's output has its level's stride and width (bottleneck: 4x the level's filters).
+    x = keras.ops.zeros((1, 128, 128, 3))
+    probe = keras.Model(model.input, [model.get_layer(f"stem_block{i}").output for i in range(7)])
+    shapes = [tuple(y.shape) for y in probe(x)]
+    width = {2: 64, 3: 128, 4: 256, 5: 256}
+    assert shapes == [(1, 128 >> level, 128 >> level, int(width[level] * 0.25) * 4)
+                      for level in (2, 2, 3, 3, 4, 4, 5)]
+    # Stochastic depth: the stem has none; table row i (1-based) of 5 gets 0.2 * i / 5 (Model Garden's rule).
+    rates = _drop_path_rates(model)
+    for (index, layer_name), found in rates.items():
+        assert found == ([] if index < 7 else [pytest.approx(0.2 * (index - 6) / 5)]), layer_name
+    outputs = model(_images(1, 128, 128), training=False)
+    assert {level: tuple(p.shape) for level, p in outputs.items()} == {
+        level: (1, 128 >> level, 128 >> level, 16) for level in range(3, 8)}
+    loaded = testing.assert_keras_round_trip(model, _images(1, 128, 128), tmp_path)
+    assert loaded.stem_blocks_per_level == R23_STEM and loaded.get_config()["stem_blocks_per_level"] == [2, 2, 2, 1]
+
+
+def test_stem_blocks_after_the_last_one_read_are_not_built():
+    table = [list(row) for row in STEM_TABLE]
+    table[0][2] = [1, 2]  # row 0 now reads stem blocks 1 and 2; nothing reads blocks 3..6
+    model = _tiny(stem_blocks_per_level=R23_STEM, block_specs=table)
+    assert [node.used for node in model.plan[:7]] == [True, True, True, False, False, False, False]
+    assert [layer.name for layer in model.layers if layer.name.startswith("stem_block")] == [
+        "stem_block0", "stem_block1", "stem_block2"]
+
+
+def test_one_input_blocks_are_resampled_without_a_sum():
+    table = [[level, fn, inputs[:1], out] for level, fn, inputs, out in CUSTOM_BLOCK_SPECS]
+    model = _tiny(block_specs=table)
+    names = {layer.name for layer in model.layers}
+    assert "block03_resample0" in names and "block03_resample1" not in names and "block03_fuse" not in names
+    outputs = model(_images(1, 128, 128), training=False)
+    assert sorted(outputs) == [3, 4, 5, 6, 7]

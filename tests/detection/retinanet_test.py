@@ -4,7 +4,7 @@
   least 10x and `detect` (inference mode) recovers every ground-truth box at IoU >= 0.5 with the right class.
 - Parameters: equal to Model Garden's RetinaNet (SpineNet backbone + `RetinaNetHead`, identity decoder) for every
   row of `registry.DETECTORS`, and within 1% of the SpineNet paper's table.
-- FLOPs (multiply-adds) against the paper, serialization, and the errors users meet.
+- FLOPs (multiply-adds) against the paper (R0-SP53's within 1%), serialization, and the errors users meet.
 
 Golden numbers: SpineNet paper (Du et al., CVPR 2020, arXiv:1912.05027, Table 4), the published SpineNet-Mobile
 (Du et al., ECCV 2020, arXiv:2010.11426) figures in Model Garden's `official/vision/MODEL_GARDEN.md` and the
@@ -209,6 +209,15 @@ def test_flops_match_paper(name, size, billions):
 @pytest.mark.parametrize("name, size, billions", PAPER_FLOPS_LARGE, ids=[row[0] for row in PAPER_FLOPS_LARGE])
 def test_flops_match_paper_large_models(name, size, billions):
     _check_flops(name, size, billions)
+
+
+def test_r0_sp53_flops_match_paper():
+    # R0-SP53 (paper §3.3; its table in spinenet_tf/backbones/block_specs.py) at 640 with SpineNet-49's head:
+    # 95.0 B multiply-adds, the paper's R0-SP53 row (Table 3), which §5.3's "SpineNet-49 ... 10% fewer FLOPs"
+    # also gives: 85.4 / 0.9 = 94.9. Measured here: 94.96 B. Held to 1%, tighter than the 3% of the rows above.
+    # It checks the allocation and the resampling more than the order: a bottleneck costs about the same at L2, L3
+    # and L4 (width x2, area /4), so moving one level there changes the total by < 0.1%.
+    assert testing.detector_flops("retinanet-r0-sp53", 640) / 1e9 == pytest.approx(95.0, rel=0.01)
 
 
 # --- serialization ----------------------------------------------------------------------------------------------
