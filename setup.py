@@ -24,6 +24,7 @@ setuptools.setup(
         "pycocotools",
         "numpy",
         "pillow",
+        "pyglove",  # spinenet_tf.search: the search spaces and evolution (SpineNet paper §3.1, §5.1)
     ],
     extras_require={
         # `python -m spinenet_tf.export --format=tflite`: detectors get MediaPipe metadata, written with the schema

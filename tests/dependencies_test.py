@@ -5,6 +5,7 @@ Layers, lowest first; a module may import its own layer and the layers below it,
     utilities (layers/, cli, image_size, atomic_files)
     -> backbones -> detection, classification -> models (registry, models, convert, checkpoints, model_stats,
     visualization, and the package's own __init__) -> data -> evaluation -> training -> serving -> litert
+    -> search (search spaces and ablations on backbones; the search command runs training trials)
     -> command-line entry points (train, export, demo, summary, draw)
 
 Evaluation sits below training because the training loop evaluates; it depends on data and models only. No module
@@ -27,6 +28,7 @@ LAYERS = (
     ("training",),
     ("serving",),
     ("litert",),
+    ("search",),
     ("train", "export", "demo", "summary", "draw"),
 )
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
