@@ -12,7 +12,7 @@ from collections.abc import Sequence
 __version__ = "0.1.0"
 
 from spinenet_tf import registry
-from spinenet_tf.backbones import SpineNet, SpineNetMobile
+from spinenet_tf.backbones import SpineNet, SpineNetMobile, block_spec_file
 from spinenet_tf.classification import Classifier
 from spinenet_tf.detection.maskrcnn.model import MaskRCNN
 from spinenet_tf.detection.retinanet import RetinaNet
@@ -116,19 +116,22 @@ def build_backbone(name: str, input_shape: Sequence[int | None] = (None, None, 3
         **overrides: Constructor arguments to change: activation, norm_momentum, norm_epsilon, use_sync_bn,
             stochastic_depth_rate, min_level, max_level, block_specs, filter_size_scale, block_repeats,
             endpoints_num_filters, and resample_alpha / stem_blocks_per_level (SpineNet) or se_ratio / expand_ratio
-            (SpineNet-Mobile).
+            (SpineNet-Mobile). `block_specs` is a table (rows), or a block-spec file (a path, or the file's JSON
+            object; `backbones.block_spec_file`), which also sets the stem it names.
 
     Returns:
         A `SpineNet` or `SpineNetMobile` whose call returns {level: P_level}.
 
     Raises:
-        ValueError: For an unknown name or override, or arguments the network rejects.
+        ValueError: For an unknown name or override, or arguments the network rejects; a bad block-spec file
+            in one line naming it (FileNotFoundError when it is missing).
     """
     spec = registry.lookup(registry.BACKBONES, name, "backbone")
     allowed = registry.BACKBONE_OVERRIDES[spec.family]
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise ValueError(f"{name}: unknown override(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    overrides = block_spec_file.resolve_overrides(overrides, spec.family)
     cls = SpineNetMobile if spec.family == "spinenet_mobile" else SpineNet
     return cls(input_shape=tuple(input_shape), name=name.replace("-", "_"), **{**spec.kwargs(), **overrides})
 

@@ -144,6 +144,13 @@ BACKBONE_OVERRIDES = {
 }
 
 
+def backbone_family(model: str) -> str | None:
+    """The backbone family ("spinenet" / "spinenet_mobile") of any registered model name, None for an unknown one."""
+    backbones = {**{name: row.backbone for name, row in {**DETECTORS, **MASKRCNN_DETECTORS}.items()}, **CLASSIFIERS}
+    backbone = backbones.get(model, model)
+    return BACKBONES[backbone].family if backbone in BACKBONES else None
+
+
 def lookup(table: dict, name: str, kind: str):
     """The row of `name`, or a ValueError listing the valid names."""
     if name not in table:

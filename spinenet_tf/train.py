@@ -28,6 +28,8 @@ _IMAGE_SIZE = flags.DEFINE_string("image_size", "640", "Input size H or H,W; eac
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 0, "Head classes; 0 = the training data's class count.")
 _MODEL_OVERRIDES = flags.DEFINE_list("model_overrides", [], "key=value overrides for build_detector / "
                                      "build_classifier, e.g. filter_size_scale=0.5,num_filters=64.")
+_BLOCK_SPECS = flags.DEFINE_string("block_specs", None, "A block-spec file (JSON: the scale-permuted table and its "
+                                   "stem; a search's best.json is one; docs/search.md) replacing the model's table.")
 _ACTIVATION = flags.DEFINE_enum("activation", None, ["relu", "swish", "hard_swish"],
                                 "Backbone and head activation (default: the model's, swish).")
 _STOCHASTIC_DEPTH = flags.DEFINE_float("stochastic_depth_rate", None, "Backbone stochastic depth rate (paper: 0.2).")
@@ -105,6 +107,8 @@ def config_from_flags() -> config_lib.TrainConfig:
                         ("label_smoothing", _LABEL_SMOOTHING), ("norm_momentum", _NORM_MOMENTUM)):
         if holder.value is not None:
             overrides[key] = holder.value
+    if _BLOCK_SPECS.value:
+        overrides = config_lib.block_specs_override(_BLOCK_SPECS.value, _MODEL.value, overrides)
     try:
         boundaries = tuple(float(b) for b in _LR_DECAY_BOUNDARIES.value)
     except ValueError:

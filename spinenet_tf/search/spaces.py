@@ -44,11 +44,10 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import pyglove as pg
 
+from spinenet_tf.backbones.block_spec_file import FAMILIES, Architecture
 from spinenet_tf.backbones.block_specs import (DEFAULT_STEM_BLOCKS_PER_LEVEL, BlockSpec,
                                                normalize_stem_blocks_per_level, parse_block_specs)
-from spinenet_tf.backbones.spinenet import SpineNet, SpineNetMobile
 
-FAMILIES = {"spinenet": SpineNet, "spinenet_mobile": SpineNetMobile}
 OUTPUT_LEVELS = (3, 4, 5, 6, 7)     # paper §3: 5 output blocks, P3..P7
 LEVEL_OFFSETS = (-1, 0, 1, 2)       # paper §3.1, block adjustments of intermediate blocks
 PARENT_WINDOW = 5                   # paper §5.1: intermediate blocks pick parents among the last 5 blocks built
@@ -64,49 +63,6 @@ R_SP_FAMILY = {
     "r14-sp39": ((1, 1, 1, 1), (2, 3, 5, 1, 1, 1)),
     "r0-sp53": ((2, 0, 0, 0), (1, 4, 6, 2, 1, 1)),
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Architecture:
-    """A point of a search space: a block-spec table and the stem it is wired to.
-
-    Attributes:
-        family: "spinenet" (`SpineNet`) or "spinenet_mobile" (`SpineNetMobile`).
-        block_specs: The table; input offsets count the stem blocks first.
-        stem_blocks_per_level: SpineNet's stem (blocks at L2..L5); None for the mobile family's fixed stem.
-    """
-
-    family: str
-    block_specs: tuple[BlockSpec, ...]
-    stem_blocks_per_level: tuple[int, ...] | None = DEFAULT_STEM_BLOCKS_PER_LEVEL
-
-    def backbone_kwargs(self) -> dict:
-        """The constructor arguments (or `build_backbone` overrides) that select this table and stem."""
-        kwargs = {"block_specs": self.block_specs}
-        if self.stem_blocks_per_level is not None:
-            kwargs["stem_blocks_per_level"] = self.stem_blocks_per_level
-        return kwargs
-
-    def validate(self, min_level: int = 3, max_level: int = 7) -> None:
-        """Raises ValueError if the table does not wire into a network (`plan_network`'s checks)."""
-        FAMILIES[self.family].network_plan(self.block_specs, min_level, max_level,
-                                           stem_blocks_per_level=self.stem_blocks_per_level)
-
-    def build(self, input_shape: Sequence[int | None] = (None, None, 3), **kwargs) -> SpineNet:
-        """The backbone of this architecture; `kwargs` are further constructor arguments (widths, activation...)."""
-        return FAMILIES[self.family](input_shape=tuple(input_shape), **self.backbone_kwargs(), **kwargs)
-
-    def to_json_dict(self) -> dict:
-        return {"family": self.family,
-                "stem_blocks_per_level": (None if self.stem_blocks_per_level is None
-                                          else list(self.stem_blocks_per_level)),
-                "block_specs": [spec.to_list() for spec in self.block_specs]}
-
-    @classmethod
-    def from_json_dict(cls, data: Mapping) -> Architecture:
-        stem = data.get("stem_blocks_per_level")
-        return cls(str(data["family"]), parse_block_specs(data["block_specs"]),
-                   None if stem is None else normalize_stem_blocks_per_level(stem))
 
 
 @dataclasses.dataclass(frozen=True)

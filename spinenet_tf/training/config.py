@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping
 
 from spinenet_tf import atomic_files, models, registry
+from spinenet_tf.backbones import block_spec_file
 from spinenet_tf.image_size import parse_image_size  # the `--image_size` parser train.py reads from here
 
 TASKS = models.TASKS
@@ -264,3 +265,18 @@ def parse_overrides(items) -> dict:
         except json.JSONDecodeError:
             overrides[key.strip()] = value
     return overrides
+
+
+def block_specs_override(path: str, model: str, overrides: Mapping) -> dict:
+    """`overrides` with `--block_specs=FILE` added as `block_specs`: the file's JSON object itself (checked against
+    the model's family), so that `train_config.json` holds the table and not a path that may change.
+
+    Raises:
+        ValueError, FileNotFoundError: One line naming the file; also when `overrides` has a `block_specs` already.
+    """
+    if "block_specs" in overrides:
+        raise ValueError(f"--block_specs={path}: --model_overrides sets block_specs too; give one")
+    family = registry.backbone_family(model)
+    architecture = block_spec_file.read_block_spec_file(path, family, int(overrides.get("min_level", 3)),
+                                                        int(overrides.get("max_level", 7)))
+    return {**overrides, "block_specs": architecture.to_json_dict()}

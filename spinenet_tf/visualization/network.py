@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw
 
 from spinenet_tf import registry
+from spinenet_tf.backbones.block_spec_file import load_architecture
 from spinenet_tf.backbones.spinenet import BlockNode, SpineNet, SpineNetMobile
 from spinenet_tf.visualization.fonts import font
 
@@ -48,14 +49,16 @@ _STEM_GAP = 0.6                              # extra space, in columns, between 
 
 
 # --- plans of named models ------------------------------------------------------------------------------------
-def plan_for_model(name: str, min_level: int = 3, max_level: int = 7) -> list[BlockNode]:
+def plan_for_model(name: str, min_level: int = 3, max_level: int = 7, block_specs=None) -> list[BlockNode]:
     """The block plan of a registry backbone, computed without building it.
 
     Mirrors `SpineNet.__init__` / `SpineNetMobile.__init__`: same table, stem and block widths (widths only
-    matter for which unconsumed blocks an output block sums in).
+    matter for which unconsumed blocks an output block sums in). `block_specs`: a block-spec file (path or JSON
+    object, `backbones.block_spec_file`) replacing the backbone's table and stem.
 
     Raises:
-        ValueError: For a name not in `registry.BACKBONES` (the message lists the valid names).
+        ValueError: For a name not in `registry.BACKBONES` (the message lists the valid names), or a bad block-spec
+            file (naming it).
 
     Example:
         >>> [node.index for node in plan_for_model("spinenet-49") if not node.used]
@@ -63,15 +66,20 @@ def plan_for_model(name: str, min_level: int = 3, max_level: int = 7) -> list[Bl
     """
     spec = registry.lookup(registry.BACKBONES, name, "backbone")
     cls = SpineNetMobile if spec.family == "spinenet_mobile" else SpineNet
-    return cls.network_plan(min_level=min_level, max_level=max_level, filter_size_scale=spec.filter_size_scale)
+    if block_specs is None:
+        return cls.network_plan(min_level=min_level, max_level=max_level, filter_size_scale=spec.filter_size_scale)
+    architecture = load_architecture(block_specs, spec.family, min_level, max_level)
+    return cls.network_plan(architecture.block_specs, min_level, max_level, spec.filter_size_scale,
+                            architecture.stem_blocks_per_level)
 
 
-def describe_model(name: str, plan: Sequence[BlockNode]) -> tuple[str, str]:
-    """(title, subtitle) of a named backbone's picture: name and block counts, then its registry row."""
+def describe_model(name: str, plan: Sequence[BlockNode], table: str = "") -> tuple[str, str]:
+    """(title, subtitle) of a named backbone's picture: name (and `table`, where its table comes from) and block
+    counts, then its registry row."""
     spec = registry.lookup(registry.BACKBONES, name, "backbone")
     num_stem = sum(1 for node in plan if not node.inputs)
     unused = sum(1 for node in plan if not node.used)
-    title = f"{name}:  {len(plan)} blocks ({num_stem} stem + {len(plan) - num_stem} scale-permuted)"
+    title = f"{name}{f' with {table}' if table else ''}:  {len(plan)} blocks ({num_stem} stem + {len(plan) - num_stem} scale-permuted)"
     if unused:
         title += f", {unused} unused"
     parts = [f"filter_size_scale {spec.filter_size_scale:g}"]
