@@ -7,45 +7,69 @@ regularized evolution is the usual stand-in at equal budget.
 
 `search_dir` holds:
     search.json     the settings (space, algorithm, seed, population); a resumed search must use the same ones.
-    trials.jsonl    one line per finished trial, appended as it ends: trial number, DNA, status ("ok" or "failed"),
-                    reward, FLOPs (multiply-adds of the scored model, when the reward function measures them),
-                    seconds, the architecture (family, stem, block-spec rows) and, for a failed trial, the error.
-    best.json       the best architecture so far (`Architecture.to_json_dict()` plus its trial and reward).
+    trials.jsonl    one line per finished trial, appended as it ends (in the order trials end): trial number, DNA,
+                    status ("ok", "failed" or "rejected"), reward, FLOPs (multiply-adds of the scored model, when
+                    the reward function measures them), seconds, the architecture (a block-spec file's object:
+                    family, stem, rows), further metrics, and for a failed or rejected trial the reason.
+    best.json       the best architecture so far: a block-spec file (`backbones.block_spec_file`) with its trial
+                    and reward, which `build_backbone(name, block_specs=...)`, `train`, `summary`, `draw` take.
+    trials/NNNN.log the output of trial NNNN's process (with `num_workers` >= 1).
 
 Resuming: the generator is rebuilt with the same seed and the finished trials are replayed in order (each proposal
 is checked against the recorded DNA, each reward fed back), so no finished trial is run again and a resumed search
-proposes exactly what an uninterrupted one would. A trial whose architecture or reward fails (an exception, a
-non-finite reward) is recorded as failed and gets no feedback; the search goes on.
+proposes exactly what an uninterrupted one would; a trial that was running when the search was killed runs again.
+A trial whose architecture or reward fails (an exception, a non-finite reward, a dead trial process) is recorded
+as failed, one whose reward function raises `Rejected` (a constraint such as --max_flops) as rejected; neither gets
+feedback, and the search goes on.
 
 The reward is any `RewardFn`: `(Architecture, trial number) -> TrialResult`. `table_agreement` is a cheap synthetic
-one (for tests and for checking the plumbing); a training proxy plugs in the same way.
+one (for tests and for checking the plumbing); `spinenet_tf.search.proxy.ProxyTask` trains each table briefly.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import json
 import math
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 import pyglove as pg
 
 from spinenet_tf import atomic_files
-from spinenet_tf.backbones.block_specs import parse_block_specs
+from spinenet_tf.backbones.block_specs import BlockSpec, parse_block_specs
 from spinenet_tf.search.spaces import Architecture, SearchSpace
 
 ALGORITHMS = ("evolution", "random")
 SETTINGS_FILE, TRIALS_FILE, BEST_FILE = "search.json", "trials.jsonl", "best.json"
+TRIAL_LOGS_DIR = "trials"  # NNNN.log: the output of trial NNNN's process
+_PR_SET_PDEATHSIG = 1      # prctl(2): the signal a process gets when its parent dies
 
 
 @dataclasses.dataclass(frozen=True)
 class TrialResult:
-    """What a reward function reports: the reward (higher is better) and, if measured, the model's FLOPs."""
+    """What a reward function reports: the reward (higher is better), if measured the model's FLOPs, and any
+    further metrics to keep in the trial's record."""
 
     reward: float
     flops: float | None = None
+    metrics: Mapping | None = None
+
+
+class Rejected(Exception):
+    """Raised by a reward function for a table that breaks a constraint (e.g. `--max_flops`): the trial is recorded
+    as "rejected" (with its FLOPs), gets no feedback, and the search goes on."""
+
+    def __init__(self, message: str, flops: float | None = None):
+        super().__init__(message)
+        self.flops = flops
 
 
 RewardFn = Callable[[Architecture, int], TrialResult]
@@ -62,21 +86,26 @@ def make_algorithm(name: str, seed: int, population_size: int = 20, tournament_s
     raise ValueError(f"unknown algorithm {name!r}; valid names: {', '.join(ALGORITHMS)}")
 
 
-def table_agreement(target: Sequence) -> RewardFn:
+@dataclasses.dataclass(frozen=True)
+class TableAgreement:
     """A synthetic reward: how much of `target` a table repeats, row by row: the level, the block type and each
     parent that is one of the target row's, averaged (1.0 for `target` itself). Costs nothing; a search that climbs
-    it finds a needle in its space."""
-    target = parse_block_specs(target)
+    it finds a needle in its space. A picklable callable, so it runs in trial processes too."""
 
-    def reward(architecture: Architecture, trial: int) -> TrialResult:
+    target: tuple[BlockSpec, ...]
+
+    def __call__(self, architecture: Architecture, trial: int) -> TrialResult:
         del trial
         score = 0.0
-        for row, goal in zip(architecture.block_specs, target):
+        for row, goal in zip(architecture.block_specs, self.target):
             parents = sum(parent in goal.input_offsets for parent in row.input_offsets) / len(goal.input_offsets)
             score += ((row.level == goal.level) + (row.block_fn == goal.block_fn) + parents) / 3
-        return TrialResult(score / len(target))
+        return TrialResult(score / len(self.target))
 
-    return reward
+
+def table_agreement(target: Sequence) -> TableAgreement:
+    """`TableAgreement` with `target` (rows as `parse_block_specs` takes them)."""
+    return TableAgreement(parse_block_specs(target))
 
 
 def read_trials(search_dir: str) -> list[dict]:
@@ -102,47 +131,77 @@ def best_trial(records: Sequence[Mapping]) -> Mapping | None:
 
 
 def search(space: SearchSpace, reward_fn: RewardFn, search_dir: str, num_trials: int, algorithm: str = "evolution",
-           seed: int = 0, population_size: int = 20, tournament_size: int = 5,
+           seed: int = 0, population_size: int = 20, tournament_size: int = 5, num_workers: int = 0,
            log: Callable[[str], None] | None = print) -> list[dict]:
-    """Runs (or resumes) a search until `search_dir` holds `num_trials` finished trials; returns their records.
+    """Runs (or resumes) a search until `search_dir` holds `num_trials` finished trials; returns their records in
+    trial order.
+
+    Args:
+        num_workers: 0 runs every trial in this process, one after the other. N >= 1 runs each trial in a process
+            of its own (multiprocessing "spawn"; its output goes to `search_dir/trials/NNNN.log`), up to N at
+            once; `reward_fn` must then pickle. Only this process appends to trials.jsonl.
+
+    The schedule does not depend on timing: the generator gets the results in trial order, and trial t is
+    proposed once trials 0..t-N have been fed back (N = max(1, num_workers)). So a search proposes the same
+    trials however fast they finish, and a resumed one replays exactly; regularized evolution's proposals depend
+    on N, which is part of its settings when above 1.
 
     Raises:
         ValueError: `search_dir` holds a search with other settings, or trials this generator does not propose.
     """
+    in_flight = max(1, num_workers)
     settings = {"space": space.name, "algorithm": algorithm, "seed": seed}
     if algorithm == "evolution":
         settings.update(population_size=population_size, tournament_size=tournament_size)
+        if in_flight > 1:
+            settings["num_workers"] = in_flight
     generator = make_algorithm(algorithm, seed, population_size, tournament_size)
     os.makedirs(search_dir, exist_ok=True)
     _check_settings(search_dir, settings)
     generator.setup(space.dna_spec())
 
     records = read_trials(search_dir)
-    for record in records:  # replay: the same proposals, the same feedback
-        dna = generator.propose()
-        if dna.to_numbers() != record["dna"]:
-            raise ValueError(f"{search_dir}: trial {record['trial']} is not what {settings} proposes; "
-                             "the trials come from another search")
-        if record["status"] == "ok":
-            generator.feedback(dna, record["reward"])
     _rewrite_trials(search_dir, records)  # drops a torn last line
+    done = {record["trial"]: record for record in records}
     best = best_trial(records)
+    dnas: dict[int, pg.DNA] = {}        # proposed, not yet fed back
+    running: dict[int, _TrialProcess] = {}
+    proposed = fed = 0
 
-    for trial in range(len(records), num_trials):
-        dna = generator.propose()
-        record = _run_trial(space, reward_fn, dna, trial)
-        if record["status"] == "ok":
-            generator.feedback(dna, record["reward"])
+    def finish(record: dict) -> None:
+        nonlocal best
         _append_trial(search_dir, record)
-        records.append(record)
+        done[record["trial"]] = record
         if record["status"] == "ok" and (best is None or record["reward"] > best["reward"]):
             best = record
-            atomic_files.write_text(os.path.join(search_dir, BEST_FILE),
-                                    json.dumps({**record["architecture"], "trial": trial, "reward": record["reward"]},
-                                               indent=1) + "\n")
+            atomic_files.write_text(os.path.join(search_dir, BEST_FILE), json.dumps(
+                {**record["architecture"], "trial": record["trial"], "reward": record["reward"]}, indent=1) + "\n")
         if log:
             log(_progress_line(record, best, num_trials))
-    return records
+
+    while True:
+        while fed < proposed and fed in done:  # feedback in trial order
+            dna = dnas.pop(fed)
+            if done[fed]["status"] == "ok":
+                generator.feedback(dna, done[fed]["reward"])
+            fed += 1
+        if proposed < num_trials and proposed < fed + in_flight:
+            trial, dna = proposed, generator.propose()
+            dnas[trial] = dna
+            proposed += 1
+            if trial in done:  # replay of a finished trial
+                if dna.to_numbers() != done[trial]["dna"]:
+                    raise ValueError(f"{search_dir}: trial {trial} is not what {settings} proposes; "
+                                     "the trials come from another search")
+            elif num_workers:
+                running[trial] = _TrialProcess(space, reward_fn, dna, trial, search_dir)
+            else:
+                finish(_run_trial(space, reward_fn, dna, trial))
+            continue
+        if not running:
+            break
+        finish(_TrialProcess.wait_any(running))
+    return [done[trial] for trial in sorted(done)]
 
 
 def _run_trial(space: SearchSpace, reward_fn: RewardFn, dna: pg.DNA, trial: int) -> dict:
@@ -154,12 +213,65 @@ def _run_trial(space: SearchSpace, reward_fn: RewardFn, dna: pg.DNA, trial: int)
         result = reward_fn(architecture, trial)
         if not math.isfinite(result.reward):
             raise ValueError(f"reward {result.reward} is not finite")
+    except Rejected as rejection:
+        record.update(status="rejected", flops=rejection.flops, error=str(rejection))
     except Exception as error:  # noqa: BLE001 - a failed trial is recorded, the search goes on
         record.update(status="failed", error=f"{type(error).__name__}: {error}")
     else:
         record.update(status="ok", reward=float(result.reward), flops=result.flops)
+        if result.metrics:
+            record["metrics"] = dict(result.metrics)
     record["seconds"] = round(time.monotonic() - start, 3)
     return record
+
+
+class _TrialProcess:
+    """One trial in a spawned process of its own; its record comes back through a pipe. The child dies with this
+    process (Linux `PR_SET_PDEATHSIG`), so a killed search leaves no trial running on."""
+
+    def __init__(self, space: SearchSpace, reward_fn: RewardFn, dna: pg.DNA, trial: int, search_dir: str):
+        context = multiprocessing.get_context("spawn")
+        self.trial, self.start = trial, time.monotonic()
+        self.dna = dna.to_numbers()
+        log_path = os.path.join(search_dir, TRIAL_LOGS_DIR, f"{trial:04d}.log")
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        self.receiver, sender = context.Pipe(duplex=False)
+        self.process = context.Process(target=_trial_process_main, name=f"trial-{trial}", args=(
+            space, reward_fn, self.dna, trial, sender, log_path, os.getpid()))
+        self.process.start()
+        sender.close()
+
+    @staticmethod
+    def wait_any(running: dict[int, _TrialProcess]) -> dict:
+        """Waits for one of `running` to end, removes it and returns its record (a failed one if it died)."""
+        by_receiver = {worker.receiver: worker for worker in running.values()}
+        worker = by_receiver[multiprocessing.connection.wait(list(by_receiver))[0]]
+        del running[worker.trial]
+        try:
+            record = worker.receiver.recv()
+        except EOFError:
+            worker.process.join()
+            record = {"trial": worker.trial, "dna": worker.dna, "status": "failed",
+                      "error": f"the trial's process ended with exit code {worker.process.exitcode}"}
+        worker.process.join()
+        worker.receiver.close()
+        record["seconds"] = round(time.monotonic() - worker.start, 3)  # the process's whole life
+        return record
+
+
+def _trial_process_main(space: SearchSpace, reward_fn: RewardFn, dna_numbers: list, trial: int, sender,
+                        log_path: str, parent_pid: int) -> None:
+    try:  # die with the parent (Linux); elsewhere a killed search's trials run to their end, unrecorded
+        ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError, TypeError):
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    sys.stdout.flush(), sys.stderr.flush()
+    os.dup2(log_fd, 1), os.dup2(log_fd, 2)
+    sender.send(_run_trial(space, reward_fn, pg.DNA.from_numbers(dna_numbers, space.dna_spec()), trial))
+    sender.close()
 
 
 def _progress_line(record: Mapping, best: Mapping | None, num_trials: int) -> str:
@@ -167,6 +279,8 @@ def _progress_line(record: Mapping, best: Mapping | None, num_trials: int) -> st
     if record["status"] == "ok":
         flops = "" if record["flops"] is None else f", {record['flops'] / 1e9:.3f} B multiply-adds"
         head += f": reward {record['reward']:.4f}{flops}, {record['seconds']:.1f} s"
+    elif record["status"] == "rejected":
+        head += f": rejected ({record['error']}), {record['seconds']:.1f} s"
     else:
         head += f": failed ({record['error']}), {record['seconds']:.1f} s"
     best_text = "none yet" if best is None else f"{best['reward']:.4f} (trial {best['trial'] + 1})"

@@ -12,6 +12,8 @@ import json
 import pyglove as pg
 import pytest
 
+import search_testing
+
 from spinenet_tf.backbones import R0_SP53_BLOCK_SPECS
 from spinenet_tf.search import Architecture, get_space
 from spinenet_tf.search import run
@@ -96,3 +98,30 @@ def test_failed_trials_are_recorded_and_best_json_is_the_best(tmp_path):
 def test_unknown_algorithm_is_named():
     with pytest.raises(ValueError, match=r"unknown algorithm 'rl'; valid names: evolution, random"):
         run.make_algorithm("rl", 0)
+
+
+def test_trials_in_their_own_processes_record_failures_and_dead_processes(tmp_path):
+    # Spawned trial processes: trial 1's reward raises, trial 2's process exits without a result; both are recorded
+    # as failed, the others score as they would in this process, and each process's output has its own log.
+    reward = search_testing.Flaky(REWARD, raise_on=1, exit_on=2)
+    lines = []
+    records = run.search(SPACE, reward, str(tmp_path / "s"), 4, algorithm="random", num_workers=1,
+                         log=lines.append)
+    assert [r["status"] for r in records] == ["ok", "failed", "failed", "ok"]
+    assert records[1]["error"] == "RuntimeError: loss is NaN"
+    assert records[2]["error"] == "the trial's process ended with exit code 3"
+    in_process = _search(tmp_path, "reference", 4, algorithm="random")
+    assert [r["reward"] for r in records if r["status"] == "ok"] == [in_process[0]["reward"], in_process[3]["reward"]]
+    assert "trial 3/4: failed (the trial's process ended with exit code 3)" in lines[2]
+    assert sorted(p.name for p in (tmp_path / "s" / run.TRIAL_LOGS_DIR).iterdir()) == [
+        f"{trial:04d}.log" for trial in range(4)]
+
+
+def test_evolution_with_parallel_trials_keeps_its_worker_count(tmp_path):
+    # Trial t is proposed once trials 0..t-N are fed back, so evolution's proposals depend on N: a directory
+    # refuses another N.
+    records = _search(tmp_path, "s", 3)
+    assert len(records) == 3
+    with pytest.raises(ValueError, match=r"'num_workers': 2"):
+        run.search(SPACE, REWARD, str(tmp_path / "s"), 4, population_size=10, tournament_size=3, num_workers=2,
+                   log=None)
