@@ -142,7 +142,7 @@ def search(space: SearchSpace, reward_fn: RewardFn, search_dir: str, num_trials:
             once; `reward_fn` must then pickle. Only this process appends to trials.jsonl.
 
     The schedule does not depend on timing: the generator gets the results in trial order, and trial t is
-    proposed once trials 0..t-N have been fed back (N = max(1, num_workers)). So a search proposes the same
+    proposed right after trials 0..t-N have been fed back (N = max(1, num_workers)), before any later one. So a search proposes the same
     trials however fast they finish, and a resumed one replays exactly; regularized evolution's proposals depend
     on N, which is part of its settings when above 1.
 
@@ -180,12 +180,14 @@ def search(space: SearchSpace, reward_fn: RewardFn, search_dir: str, num_trials:
             log(_progress_line(record, best, num_trials))
 
     while True:
-        while fed < proposed and fed in done:  # feedback in trial order
+        # Trial t is proposed right after trials 0..t-N are fed back (in trial order), and no later ones: the
+        # generator sees the same sequence however the trials' ends interleave.
+        while fed <= proposed - in_flight and fed in done:
             dna = dnas.pop(fed)
             if done[fed]["status"] == "ok":
                 generator.feedback(dna, done[fed]["reward"])
             fed += 1
-        if proposed < num_trials and proposed < fed + in_flight:
+        if proposed < num_trials and fed > proposed - in_flight:
             trial, dna = proposed, generator.propose()
             dnas[trial] = dna
             proposed += 1

@@ -125,3 +125,34 @@ def test_evolution_with_parallel_trials_keeps_its_worker_count(tmp_path):
     with pytest.raises(ValueError, match=r"'num_workers': 2"):
         run.search(SPACE, REWARD, str(tmp_path / "s"), 4, population_size=10, tournament_size=3, num_workers=2,
                    log=None)
+
+
+def _fake_processes(monkeypatch, last_first: bool):
+    """Trial "processes" that score in this process and end newest first (or oldest first)."""
+
+    class Fake:
+        def __init__(self, space, reward_fn, dna, trial, search_dir):
+            self.trial, self.record = trial, run._run_trial(space, reward_fn, dna, trial)
+
+        @staticmethod
+        def wait_any(running):
+            return running.pop((max if last_first else min)(running)).record
+
+    monkeypatch.setattr(run, "_TrialProcess", Fake)
+
+
+def test_parallel_trials_give_the_same_search_whatever_order_they_end_in(tmp_path, monkeypatch):
+    def searched(name, num_trials, last_first):
+        _fake_processes(monkeypatch, last_first)
+        return run.search(SPACE, REWARD, str(tmp_path / name), num_trials, population_size=4, tournament_size=2,
+                          num_workers=3, log=None)
+
+    in_order = searched("in_order", 12, last_first=False)
+    newest_first = searched("newest_first", 12, last_first=True)
+    assert [r["dna"] for r in newest_first] == [r["dna"] for r in in_order]
+    # trials.jsonl is in the order trials ended; a search resumed from part of it (a kill) goes on identically.
+    ended = [r["trial"] for r in run.read_trials(str(tmp_path / "newest_first"))]
+    assert ended != sorted(ended)
+    path = tmp_path / "newest_first" / run.TRIALS_FILE
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:5]))
+    assert [r["dna"] for r in searched("newest_first", 12, last_first=True)] == [r["dna"] for r in in_order]
