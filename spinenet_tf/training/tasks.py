@@ -120,7 +120,10 @@ class DetectionTask(Task):
         from spinenet_tf.evaluation import coco  # pycocotools only when evaluating
 
         evaluator = coco.COCOEvaluator()
-        detect = tf.function(model.detect)
+        # One trace for every batch, the last (smaller) one included: the batch dimension is left unknown.
+        images_spec = dataset.element_spec[0]
+        detect = tf.function(model.detect, input_signature=[
+            tf.TensorSpec((None, *images_spec.shape[1:]), images_spec.dtype)])
         count = 0
         for images, labels in dataset:
             evaluator.update(detect(images), labels)
