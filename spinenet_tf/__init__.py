@@ -12,10 +12,13 @@ from collections.abc import Sequence
 __version__ = "0.1.0"
 
 from spinenet_tf import registry
-from spinenet_tf.backbones import SpineNet, SpineNetMobile, block_spec_file
+from spinenet_tf.backbones import ResNet, SpineNet, SpineNetMobile, block_spec_file
 from spinenet_tf.classification import Classifier
+from spinenet_tf.detection.fpn import FPN
 from spinenet_tf.detection.maskrcnn.model import MaskRCNN
 from spinenet_tf.detection.retinanet import RetinaNet
+
+_BACKBONE_CLASSES = {"spinenet": SpineNet, "spinenet_mobile": SpineNetMobile, "resnet": ResNet}
 
 
 def list_models(kind: str = "backbone") -> list[str]:
@@ -50,14 +53,17 @@ def build_detector(name: str, num_classes: int, input_shape: Sequence[int] | Non
     """Builds a named RetinaNet or Mask R-CNN detector.
 
     Args:
-        name: One of `list_models("detector")`, e.g. "retinanet-spinenet-49" or "maskrcnn-spinenet-49".
+        name: One of `list_models("detector")`, e.g. "retinanet-spinenet-49", "maskrcnn-spinenet-49" or
+            "retinanet-resnet50-fpn" (the paper's R50-FPN baseline: ResNet-50 -> `FPN` -> head).
         num_classes: Class channels of the head (91 for Model Garden's COCO layout; for Mask R-CNN including the
             background class 0, so at least 2).
         input_shape: (H, W) or (H, W, 3), multiples of 2**max_level; defaults to the paper's resolution.
         **overrides: RetinaNet arguments (num_convs, num_filters, anchor_size, weight_decay, focal_gamma, ...) or
             MaskRCNN arguments (rpn_num_filters, box_fc_dims, rpn_num_proposals, max_detections, ...), and
-            backbone arguments (see `build_backbone`). `activation` sets the backbone's and, unless
-            `head_activation` is given, the heads'; the default for both is "swish" (Google's SpineNet configs).
+            backbone arguments (see `build_backbone`). `activation` sets the backbone's (and the FPN's) and,
+            unless `head_activation` is given, the heads'; the default is the row's: "swish" for SpineNet (Google's
+            SpineNet configs), "relu" for ResNet-FPN (Model Garden's ResNet, FPN and `retinanet_resnetfpn_coco`
+            defaults).
 
     Raises:
         ValueError: Unknown name (the valid ones are listed), num_classes too small, bad size or override.
@@ -70,7 +76,7 @@ def build_detector(name: str, num_classes: int, input_shape: Sequence[int] | Non
         raise ValueError(f"{name}: num_classes={num_classes}: must be >= {min_classes}{why}")
     own_names = registry.MASKRCNN_OVERRIDES if is_maskrcnn else registry.DETECTOR_OVERRIDES
     own, backbone_overrides = _split_overrides(name, overrides, own_names, spec.backbone)
-    backbone_overrides.setdefault("activation", "swish")
+    backbone_overrides.setdefault("activation", "swish" if is_maskrcnn else spec.activation)
     own.setdefault("head_activation", backbone_overrides["activation"])
     backbone = build_backbone(spec.backbone, _image_shape(input_shape, spec.image_size), **backbone_overrides)
     if is_maskrcnn:
@@ -82,6 +88,10 @@ def build_detector(name: str, num_classes: int, input_shape: Sequence[int] | Non
     kwargs = dict(num_convs=spec.head_num_convs, num_filters=spec.head_num_filters,
                   use_separable_conv=spec.head_separable, anchor_size=spec.anchor_size,
                   weight_decay=spec.weight_decay)
+    if spec.fpn_num_filters is not None:
+        kwargs["decoder"] = FPN(num_filters=spec.fpn_num_filters, activation=backbone.activation,
+                                norm_momentum=backbone.norm_momentum, norm_epsilon=backbone.norm_epsilon,
+                                use_sync_bn=backbone.use_sync_bn, name="fpn")
     return RetinaNet(backbone, num_classes, name=name.replace("-", "_"), **{**kwargs, **own})
 
 
@@ -90,13 +100,14 @@ def build_classifier(name: str, num_classes: int, input_shape: Sequence[int] | N
     """Builds a SpineNet classifier with the paper's multi-level head.
 
     Args:
-        name: One of `list_models("classifier")` ("classifier-spinenet-49", ...) or a backbone name.
+        name: One of `list_models("classifier")` ("classifier-spinenet-49", ...) or its backbone's name (SpineNet
+            backbones only: a ResNet's C2..C5 do not fit the multi-level head).
         num_classes: Number of classes.
         input_shape: (H, W) or (H, W, 3), multiples of 2**max_level; default 256x256.
         **overrides: dropout_rate, label_smoothing, and backbone arguments (e.g. activation="swish",
             stochastic_depth_rate=0.2 for the paper's improved protocol).
     """
-    backbone_name = registry.CLASSIFIERS.get(name, name if name in registry.BACKBONES else None)
+    backbone_name = registry.CLASSIFIERS.get(name, name if name in registry.CLASSIFIERS.values() else None)
     if backbone_name is None:
         registry.lookup(registry.CLASSIFIERS, name, "classifier")
     if num_classes < 1:
@@ -107,20 +118,24 @@ def build_classifier(name: str, num_classes: int, input_shape: Sequence[int] | N
     return Classifier(backbone, num_classes, name=f"classifier_{backbone_name.replace('-', '_')}", **own)
 
 
-def build_backbone(name: str, input_shape: Sequence[int | None] = (None, None, 3), **overrides) -> SpineNet:
-    """Builds a named SpineNet or SpineNet-Mobile backbone.
+def build_backbone(name: str, input_shape: Sequence[int | None] = (None, None, 3),
+                   **overrides) -> SpineNet | ResNet:
+    """Builds a named SpineNet, SpineNet-Mobile or ResNet backbone.
 
     Args:
-        name: One of `list_models("backbone")`, e.g. "spinenet-49" or "spinenet-mobile-49xs".
+        name: One of `list_models("backbone")`, e.g. "spinenet-49", "spinenet-mobile-49xs" or "resnet-50".
         input_shape: (H, W, 3); H and W divisible by 2**max_level (128 by default), or None.
         **overrides: Constructor arguments to change: activation, norm_momentum, norm_epsilon, use_sync_bn,
             stochastic_depth_rate, min_level, max_level, block_specs, filter_size_scale, block_repeats,
             endpoints_num_filters, and resample_alpha / stem_blocks_per_level (SpineNet) or se_ratio / expand_ratio
             (SpineNet-Mobile). `block_specs` is a table (rows), or a block-spec file (a path, or the file's JSON
-            object; `backbones.block_spec_file`), which also sets the stem it names.
+            object; `backbones.block_spec_file`), which also sets the stem it names. A ResNet takes activation
+            (default "relu", Model Garden's), norm_momentum, norm_epsilon, use_sync_bn, stochastic_depth_rate and
+            depth_multiplier.
 
     Returns:
-        A `SpineNet` or `SpineNetMobile` whose call returns {level: P_level}.
+        A `SpineNet` or `SpineNetMobile` whose call returns {level: P_level} (P3..P7 by default), or a `ResNet`
+        returning {level: C_level} for levels 2..5.
 
     Raises:
         ValueError: For an unknown name or override, or arguments the network rejects; a bad block-spec file
@@ -132,9 +147,9 @@ def build_backbone(name: str, input_shape: Sequence[int | None] = (None, None, 3
     if unknown:
         raise ValueError(f"{name}: unknown override(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
     overrides = block_spec_file.resolve_overrides(overrides, spec.family)
-    cls = SpineNetMobile if spec.family == "spinenet_mobile" else SpineNet
-    return cls(input_shape=tuple(input_shape), name=name.replace("-", "_"), **{**spec.kwargs(), **overrides})
+    return _BACKBONE_CLASSES[spec.family](input_shape=tuple(input_shape), name=name.replace("-", "_"),
+                                          **{**spec.kwargs(), **overrides})
 
 
-__all__ = ["Classifier", "MaskRCNN", "RetinaNet", "SpineNet", "SpineNetMobile", "__version__", "build_backbone",
-           "build_classifier", "build_detector", "list_models"]
+__all__ = ["Classifier", "FPN", "MaskRCNN", "ResNet", "RetinaNet", "SpineNet", "SpineNetMobile", "__version__",
+           "build_backbone", "build_classifier", "build_detector", "list_models"]

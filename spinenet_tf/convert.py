@@ -1,8 +1,8 @@
 """Model Garden -> spinenet_tf weight conversion.
 
-Loads Google's TF2 Model Garden (tf-models-official, `official/vision/modeling/backbones/spinenet.py` and
-`spinenet_mobile.py`) SpineNet weights into our Keras 3 models, from a live Model Garden model
-(`from_model_garden`) or from a checkpoint file written by Model Garden training (`load_model_garden_checkpoint`).
+Loads Google's TF2 Model Garden (tf-models-official, `official/vision/modeling/backbones/spinenet.py`,
+`spinenet_mobile.py` and `resnet.py`) SpineNet and ResNet weights into our Keras 3 models, from a live Model Garden
+model (`from_model_garden`) or from a checkpoint file written by Model Garden training (`load_model_garden_checkpoint`).
 Model Garden is not imported here: a checkpoint is read with `tf.train.load_checkpoint` and its object graph.
 
 How layers are matched. Model Garden builds its backbone as an auto-named `tf_keras` functional model: every
@@ -15,7 +15,11 @@ with a one-line error instead of loading silently wrong weights.
 
 RetinaNet (`official/vision/modeling/retinanet_model.py`) checkpoints hold the backbone under `.../_backbone` and the
 head (`heads/dense_prediction_heads.py::RetinaNetHead`, a plain layer) under `.../_head`, whose attribute paths
-(`_cls_convs/<i>`, `_cls_norms/<level index>/<i>`, `_classifier`, and the box twins) map by `_HEAD_PATHS`.
+(`_cls_convs/<i>`, `_cls_norms/<level index>/<i>`, `_classifier`, and the box twins) map by `_HEAD_PATHS`. A ResNet
+RetinaNet also holds its FPN (`decoders/fpn.py`, a functional model whose layers MG names itself: `lateral_L`,
+`post_hoc_L`, `coarser_L`, `norm_L`) under `.../_decoder`; they map by name onto our `FPN` (`_FPN_LAYERS`). MG's ResNet
+is auto-named like its SpineNet: the stem's `conv2d` and `batch_normalization`, then one `bottleneck_block` (or
+`residual_block`) per block, in our functional model's layer order.
 
 Mask R-CNN (`official/vision/modeling/maskrcnn_model.py`) checkpoints hold the backbone under `.../backbone` and three
 plain-layer heads found by name: `rpn_head`, `detection_head` (a list, stored as `detection_head` or
@@ -43,10 +47,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
+from spinenet_tf.backbones.resnet import ResNet
 from spinenet_tf.backbones.spinenet import SpineNet, SpineNetMobile, block_name
 from spinenet_tf.classification.classifier import Classifier
+from spinenet_tf.detection.fpn import FPN
 from spinenet_tf.detection.maskrcnn.model import MaskRCNN
 from spinenet_tf.detection.retinanet import RetinaNet
+from spinenet_tf.layers.blocks import BottleneckBlock, ResidualBlock
 
 # Model Garden block attribute -> our sub-layer, per Model Garden block type (nn_blocks.py).
 _BLOCK_ATTRIBUTES = {
@@ -81,6 +88,9 @@ _MASKRCNN_HEADS = {
 _MASKRCNN_HEAD_KEY = re.compile(r"^(?:.*/)?(?P<head>rpn_head|detection_head|mask_head)(?:/0)?/"
                                 r"(?P<leaf>_[a-z_]+(?:/\d+)*)/(?P<variable>[^/]+)/\.ATTRIBUTES/VARIABLE_VALUE$")
 _BLOCK_TYPE = {"bottleneck": "bottleneck_block", "residual": "residual_block", "mbconv": "inverted_bottleneck_block"}
+# Model Garden FPN layer `<kind>_<level>` -> the dict of our `FPN` holding that level's layer.
+_FPN_LAYER = re.compile(r"^(?P<kind>lateral|post_hoc|coarser|norm)_(?P<level>\d+)$")
+_FPN_LAYERS = {"lateral": "laterals", "post_hoc": "post_hoc", "coarser": "coarser", "norm": "norms"}
 # Model Garden variable name -> ours where ours differs (Keras 3 names a DepthwiseConv2D kernel "kernel", while
 # its SeparableConv2D keeps "depthwise_kernel").
 _VARIABLE_NAMES = {"depthwise_kernel": "kernel"}
@@ -111,8 +121,19 @@ def _leaf_type(layer: keras.layers.Layer) -> str:
     return ""
 
 
-def backbone_layers_in_model_garden_order(backbone: SpineNet) -> list[tuple[str, keras.layers.Layer]]:
+def _resnet_block_type(layer: keras.layers.Layer) -> str:
+    if isinstance(layer, BottleneckBlock):
+        return "bottleneck_block"
+    if isinstance(layer, ResidualBlock):
+        return "residual_block"
+    return ""
+
+
+def backbone_layers_in_model_garden_order(backbone: SpineNet | ResNet) -> list[tuple[str, keras.layers.Layer]]:
     """Our layers that stand for Model Garden's top-level weighted layers, as (MG type, layer), in MG's order."""
+    if isinstance(backbone, ResNet):  # stem conv and batch norm, then the blocks: MG's order is our layer order
+        return [(_leaf_type(layer) or _resnet_block_type(layer), layer) for layer in backbone.layers
+                if _leaf_type(layer) or _resnet_block_type(layer)]
     order: list[tuple[str, keras.layers.Layer]] = []
 
     def leaves(layers):
@@ -267,6 +288,28 @@ def _load_head(reader, full_names: dict[str, str], prefix: str, head, path: str,
     return loaded
 
 
+def _load_fpn(reader, full_names: dict[str, str], prefix: str, fpn: FPN, path: str) -> int:
+    """Loads a Model Garden FPN (a functional model stored under `prefix`) into our `FPN`, layer by MG's name."""
+    groups = collections.defaultdict(dict)  # MG layer name -> {variable name: value}
+    for key, full_name in full_names.items():
+        match = _KEY.match(key)
+        if match and match["prefix"] == prefix:
+            groups[full_name.split("/")[0]][match["path"]] = reader.get_tensor(key)
+    loaded = 0
+    for name, values in sorted(groups.items()):
+        match = _FPN_LAYER.match(name)
+        if not match:
+            raise ValueError(f"{path}: unexpected Model Garden FPN layer {name!r}")
+        layer = getattr(fpn, _FPN_LAYERS[match["kind"]]).get(int(match["level"]))
+        if layer is None:
+            raise ValueError(f"{path}: FPN layer {name!r} has no counterpart in ours (levels {fpn.min_level}.."
+                             f"{fpn.max_level}, backbone levels up to {fpn.top_level})")
+        loaded += _assign(layer, values, f"{path}: FPN {name}")
+    if loaded != len(fpn.weights):
+        raise ValueError(f"{path}: the checkpoint's FPN holds {loaded} variables, ours {len(fpn.weights)}")
+    return loaded
+
+
 def _load_maskrcnn_heads(reader, full_names: dict[str, str], model: MaskRCNN, path: str,
                          skippable=()) -> int:
     """Loads Model Garden's Mask R-CNN RPN, detection and mask heads into ours (see `_MASKRCNN_HEADS`); layers in
@@ -302,17 +345,17 @@ def _load_maskrcnn_heads(reader, full_names: dict[str, str], model: MaskRCNN, pa
     return loaded
 
 
-def load_model_garden_checkpoint(path: str, model: SpineNet | RetinaNet | MaskRCNN, prefix: str | None = None,
-                                 num_classes_may_differ: bool = False) -> int:
-    """Loads a Model Garden checkpoint into our backbone, our RetinaNet (backbone and head) or our Mask R-CNN
-    (backbone, RPN, detection and mask heads).
+def load_model_garden_checkpoint(path: str, model: SpineNet | ResNet | RetinaNet | MaskRCNN,
+                                 prefix: str | None = None, num_classes_may_differ: bool = False) -> int:
+    """Loads a Model Garden checkpoint into our backbone, our RetinaNet (backbone, FPN decoder if it has one, and
+    head) or our Mask R-CNN (backbone, RPN, detection and mask heads).
 
     Args:
         path: A checkpoint prefix (e.g. `.../ckpt-231000`) or a directory holding one.
         model: Ours, built with the same settings (name, filter scale, repeats, levels; for RetinaNet also
             num_classes, head convs and filters, anchors per location) as the checkpoint's.
         prefix: Object path of the backbone inside the checkpoint (e.g. "model/_backbone"); found when None. The
-            RetinaNet head is read from its sibling `_head` (or `head`).
+            RetinaNet head is read from its sibling `_head` (or `head`), an FPN from its sibling `_decoder`.
         num_classes_may_differ: Fine-tuning to another class count: the `class_prediction_layers` whose shapes
             differ from the checkpoint's are left as initialised (Model Garden's `init_checkpoint_modules="all"`
             would refuse them), and every other weight must still fit.
@@ -342,7 +385,7 @@ def load_model_garden_checkpoint(path: str, model: SpineNet | RetinaNet | MaskRC
         reader, full_names, prefix, mg_layers = _model_garden_layers(path, prefix)
     except tf.errors.OpError as error:
         raise ValueError(f"{path}: not a readable TensorFlow checkpoint ({error.message.splitlines()[0]})") from None
-    head_prefix = _check_heads(path, full_names, prefix, model)
+    head_prefix, decoder_prefix = _check_heads(path, full_names, prefix, model)
     ours_by_type = collections.defaultdict(list)
     for layer_type, layer in backbone_layers_in_model_garden_order(backbone):
         ours_by_type[layer_type].append(layer)
@@ -372,22 +415,34 @@ def load_model_garden_checkpoint(path: str, model: SpineNet | RetinaNet | MaskRC
     if loaded != expected:
         raise ValueError(f"{path}: loaded {loaded} variables but {backbone.name} has {expected} in matched layers")
     if isinstance(model, RetinaNet):
+        if model.decoder is not None:
+            loaded += _load_fpn(reader, full_names, decoder_prefix, model.decoder, path)
         loaded += _load_head(reader, full_names, head_prefix, model.head, path, skippable)
     if isinstance(model, MaskRCNN):
         loaded += _load_maskrcnn_heads(reader, full_names, model, path, skippable)
     return loaded
 
 
-def _check_heads(path: str, full_names: dict[str, str], prefix: str, model) -> str | None:
-    """Before anything loads: the checkpoint has the heads `model` needs (else HeadlessCheckpointError); returns the
-    RetinaNet head's prefix for a RetinaNet."""
+def _check_heads(path: str, full_names: dict[str, str], prefix: str, model) -> tuple[str | None, str | None]:
+    """Before anything loads: the checkpoint has the heads `model` needs (else HeadlessCheckpointError), and an FPN
+    decoder exactly when `model` has one (else ValueError); returns the prefixes of a RetinaNet's head and decoder."""
     maskrcnn = any(_MASKRCNN_HEAD_KEY.match(key) for key in full_names)
     if isinstance(model, RetinaNet):
         parent = prefix.rpartition("/")[0]
-        heads = [p.lstrip("/") for p in (f"{parent}/_head", f"{parent}/head")
-                 if any(k.startswith(p.lstrip("/") + "/") for k in full_names)]
-        if heads:
-            return heads[0]
+
+        def sibling(*names):
+            found = [p.lstrip("/") for p in (f"{parent}/{name}" for name in names)
+                     if any(k.startswith(p.lstrip("/") + "/") for k in full_names)]
+            return found[0] if found else None
+
+        head, decoder = sibling("_head", "head"), sibling("_decoder", "decoder")
+        if head and (decoder is None) != (model.decoder is None):
+            has = f"no FPN decoder beside {prefix!r}" if decoder is None else f"an FPN decoder {decoder!r}"
+            ours = "has one" if model.decoder is not None else "has none"
+            raise ValueError(f"{path}: the checkpoint has {has}, {model.name} {ours}: the checkpoint is for another "
+                             f"model")
+        if head:
+            return head, decoder
         if maskrcnn:
             raise HeadlessCheckpointError(f"{path}: a Mask R-CNN checkpoint (RPN, box and mask heads) cannot fill a "
                                           f"RetinaNet's head")
@@ -395,23 +450,24 @@ def _check_heads(path: str, full_names: dict[str, str], prefix: str, model) -> s
                                       f"checkpoint cannot fill a detector's head")
     if isinstance(model, MaskRCNN) and not maskrcnn:
         raise HeadlessCheckpointError(f"{path}: no Mask R-CNN heads (RPN, box, mask) beside the backbone {prefix!r}")
-    return None
+    return None, None
 
 
-def from_model_garden(mg_model, model: SpineNet | RetinaNet | MaskRCNN) -> int:
+def from_model_garden(mg_model, model: SpineNet | ResNet | RetinaNet | MaskRCNN) -> int:
     """Copies every weight (batch-norm statistics included) of a live Model Garden model into ours.
 
     Args:
-        mg_model: A built `official.vision.modeling.backbones.SpineNet` / `SpineNetMobile`, or a built
-            `official.vision.modeling.retinanet_model.RetinaNetModel` / `maskrcnn_model.MaskRCNNModel` on one
-            (tf_keras), its heads built (called once).
+        mg_model: A built `official.vision.modeling.backbones.SpineNet` / `SpineNetMobile` / `ResNet`, or a built
+            `official.vision.modeling.retinanet_model.RetinaNetModel` (on a SpineNet, or on a ResNet with an FPN
+            decoder) / `maskrcnn_model.MaskRCNNModel` on one (tf_keras), its heads built.
         model: Ours, built with the same settings: a backbone for a backbone, a `RetinaNet` / `MaskRCNN` for those.
 
     Returns:
         The number of variables copied.
     """
-    if not isinstance(model, (SpineNet, SpineNetMobile, RetinaNet, MaskRCNN)):
-        raise TypeError(f"model must be a spinenet_tf SpineNet, RetinaNet or MaskRCNN, got {type(model).__name__}")
+    if not isinstance(model, (SpineNet, SpineNetMobile, ResNet, RetinaNet, MaskRCNN)):
+        raise TypeError(f"model must be a spinenet_tf SpineNet, ResNet, RetinaNet or MaskRCNN, got "
+                        f"{type(model).__name__}")
     with tempfile.TemporaryDirectory() as tmp:
         path = tf.train.Checkpoint(model=mg_model).write(os.path.join(tmp, "mg"))
         prefix = "model" if not isinstance(model, (RetinaNet, MaskRCNN)) else None

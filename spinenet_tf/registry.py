@@ -2,7 +2,9 @@
 
 Backbone scalings are the SpineNet paper's (arXiv:1912.05027, Table 2 and §4.2) as coded in Model Garden's
 `SCALING_MAP` (`official/vision/modeling/backbones/spinenet.py`, `spinenet_mobile.py`). R0-SP53 (paper §3.3, Table 1)
-is SpineNet-49's scaling with its own block-spec table (`backbones/block_specs.py`).
+is SpineNet-49's scaling with its own block-spec table (`backbones/block_specs.py`). ResNet-50 (family "resnet") is the
+scale-decreased backbone of the paper's R50-FPN baseline (Table 3), as Model Garden's `backbones/resnet.py` builds it;
+it outputs C2..C5, so it feeds a detector only through an FPN (`DetectorSpec.fpn_num_filters`) and has no classifier.
 """
 
 from __future__ import annotations
@@ -34,6 +36,19 @@ class BackboneSpec:
         return kwargs
 
 
+@dataclasses.dataclass(frozen=True)
+class ResNetSpec:
+    """A ResNet row: Model Garden's `ResNet` (`official/vision/modeling/backbones/resnet.py`) of one depth, with the
+    defaults its `retinanet_resnetfpn_coco` experiment uses (`backbones.ResNet`)."""
+
+    model_id: int
+    image_size: int              # the detection resolution of its RetinaNet (paper Table 3: 640)
+    family: str = "resnet"
+
+    def kwargs(self) -> dict:
+        return {"model_id": self.model_id}
+
+
 #                                     family             width  alpha  repeats  endpoints  image  (paper; MG SCALING_MAP)
 BACKBONES = {
     "spinenet-49s":          BackboneSpec("spinenet",        0.65,  0.5,   1,       128,       640),
@@ -48,12 +63,16 @@ BACKBONES = {
     # Paper §3.3 / Table 1 / Fig. 4(c): ResNet-50's blocks scale-permuted; SpineNet-49's widths (§5.3 compares them).
     "r0-sp53":               BackboneSpec("spinenet",        1.0,   0.5,   1,       256,       640,
                                           block_specs=R0_SP53_BLOCK_SPECS),
+    # He et al., arXiv:1512.03385 Table 1; the SpineNet paper's scale-decreased baseline (Table 3, R50-FPN).
+    "resnet-50":             ResNetSpec(50, 640),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class DetectorSpec:
-    """A RetinaNet row: its backbone and head, anchors and weight decay (SpineNet paper §5.1; MG experiment YAMLs)."""
+    """A RetinaNet row: its backbone and head, anchors and weight decay (SpineNet paper §5.1; MG experiment YAMLs),
+    the default activation of backbone, decoder and head, and the width of its FPN decoder (None: no decoder, the
+    backbone's P3..P7 feed the head, as MG's identity decoder does for SpineNet)."""
 
     backbone: str
     head_num_convs: int
@@ -61,6 +80,8 @@ class DetectorSpec:
     head_separable: bool = False
     anchor_size: float = 3.0
     weight_decay: float = 4e-5
+    activation: str = "swish"    # Google's SpineNet configs; MG's ResNet-FPN experiment keeps its default relu
+    fpn_num_filters: int | None = None
 
     @property
     def image_size(self) -> int:
@@ -81,6 +102,13 @@ DETECTORS = {
     "retinanet-spinenet-mobile-49":   DetectorSpec("spinenet-mobile-49",   4,    48, head_separable=True,
                                                    weight_decay=3e-5),
     "retinanet-r0-sp53":              DetectorSpec("r0-sp53",              4,    256),  # paper §5.3, Table 3
+    # The paper's R50-FPN baseline (Table 3, §5) as MG's `retinanet_resnetfpn_coco` experiment builds it
+    # (official/vision/configs/retinanet.py: ResNet-50, FPN 256 (decoders.FPN), head 4 x 256, anchor_size 4 (its
+    # Anchor default), l2 1e-4, relu). At 640 with 91 classes MG builds 34.09 M params / 96.93 B multiply-adds, and
+    # so do we; the paper's row says 34.0 M / 96.8 B (0.3% / 0.1% less). We hold MG's count. Its P6 is a 3x3/2 conv
+    # of the FPN's P5, not of C5 as in the RetinaNet paper (which would add 4.1 M parameters).
+    "retinanet-resnet50-fpn":         DetectorSpec("resnet-50",            4,    256, anchor_size=4.0,
+                                                   weight_decay=1e-4, activation="relu", fpn_num_filters=256),
 }
 
 
@@ -121,8 +149,9 @@ MASKRCNN_OVERRIDES = ("num_scales", "aspect_ratios", "anchor_size", "rpn_num_con
                       "test_rpn_nms_iou_threshold", "score_threshold", "pre_nms_top_k", "iou_threshold",
                       "max_detections", "num_sampled_rois", "num_sampled_masks", "weight_decay")
 
-# Classifiers: every backbone with the paper's multi-level head, named "classifier-<backbone>" (derived, not listed).
-CLASSIFIERS = {f"classifier-{name}": name for name in BACKBONES}
+# Classifiers: every SpineNet backbone with the paper's multi-level head, named "classifier-<backbone>" (derived, not
+# listed). ResNet has none: its C2..C5 differ in width, and the head averages P3..P7 of one width.
+CLASSIFIERS = {f"classifier-{name}": name for name, row in BACKBONES.items() if row.family != "resnet"}
 # NOTE: the paper trains classifiers at 224x224 (§5.5), which is not a multiple of 2**7; every level here must
 # divide the input exactly, so our default is 256.
 CLASSIFIER_IMAGE_SIZE = 256
@@ -141,11 +170,14 @@ _COMMON_OVERRIDES = ("activation", "norm_momentum", "norm_epsilon", "use_sync_bn
 BACKBONE_OVERRIDES = {
     "spinenet": _COMMON_OVERRIDES + ("resample_alpha", "stem_blocks_per_level"),
     "spinenet_mobile": _COMMON_OVERRIDES + ("se_ratio", "expand_ratio"),
+    "resnet": ("activation", "norm_momentum", "norm_epsilon", "use_sync_bn", "stochastic_depth_rate",
+               "depth_multiplier"),
 }
 
 
 def backbone_family(model: str) -> str | None:
-    """The backbone family ("spinenet" / "spinenet_mobile") of any registered model name, None for an unknown one."""
+    """The backbone family ("spinenet" / "spinenet_mobile" / "resnet") of any registered model name, None for an
+    unknown one."""
     backbones = {**{name: row.backbone for name, row in {**DETECTORS, **MASKRCNN_DETECTORS}.items()}, **CLASSIFIERS}
     backbone = backbones.get(model, model)
     return BACKBONES[backbone].family if backbone in BACKBONES else None

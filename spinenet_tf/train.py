@@ -31,7 +31,8 @@ _MODEL_OVERRIDES = flags.DEFINE_list("model_overrides", [], "key=value overrides
 _BLOCK_SPECS = flags.DEFINE_string("block_specs", None, "A block-spec file (JSON: the scale-permuted table and its "
                                    "stem; a search's best.json is one; docs/search.md) replacing the model's table.")
 _ACTIVATION = flags.DEFINE_enum("activation", None, ["relu", "swish", "hard_swish"],
-                                "Backbone and head activation (default: the model's, swish).")
+                                "Backbone and head activation (default: the model's: swish, or relu for "
+                                "retinanet-resnet50-fpn).")
 _STOCHASTIC_DEPTH = flags.DEFINE_float("stochastic_depth_rate", None, "Backbone stochastic depth rate (paper: 0.2).")
 _NORM_MOMENTUM = flags.DEFINE_float("norm_momentum", None, "Batch-norm moving-average momentum (MG: 0.99; 0.9 "
                                    "keeps up in short runs).")

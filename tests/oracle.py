@@ -12,12 +12,20 @@ a loss) import that module where they use it, with a plain import, for the same 
 What it builds (each for a name of `spinenet_tf.registry`, with Model Garden's own defaults elsewhere):
     backbone_row(name) -> (class, SCALING_MAP row)
         `official/vision/modeling/backbones/spinenet.py` or `spinenet_mobile.py`; a row with its own table (R0-SP53)
-        is SpineNet-49's SCALING_MAP row plus that table as `block_specs`.
+        is SpineNet-49's SCALING_MAP row plus that table as `block_specs`; a ResNet row is `backbones/resnet.py`'s
+        `ResNet` with its `model_id`.
     backbone(name, height, width, **overrides)
-        `SpineNet` / `SpineNetMobile` with that row, overridden by `overrides` (e.g. activation="swish").
+        `SpineNet` / `SpineNetMobile` / `ResNet` with that row, overridden by `overrides` (e.g. activation="swish").
+    resnet(model_id, height, width, **overrides)
+        `backbones/resnet.py`'s `ResNet` of any depth, Model Garden's defaults overridden by `overrides`.
     retinanet(name, num_classes, height, width)
         `retinanet_model.RetinaNetModel`: the backbone, no decoder (SpineNet RetinaNets use the identity decoder,
         which has no weights), `dense_prediction_heads.RetinaNetHead`, swish as our detectors; built by one call.
+        A row with an FPN (R50-FPN) is `modeling.factory.build_retinanet` of MG's `configs.retinanet.RetinaNet`
+        (ResNet + `decoders/fpn.py::FPN` + RetinaNetHead, relu, MG's defaults), which builds every weight itself.
+    retinanet_raw_outputs(model)
+        a tf_keras model of a RetinaNetModel's backbone -> decoder -> head, image -> [cls_outputs, box_outputs]
+        ({str level: tensor}), i.e. its call without the detection generator: for outputs and FLOPs.
     maskrcnn_config(name, num_classes, height, width, **overrides) / maskrcnn(...)
         `configs.maskrcnn.MaskRCNN` of a `registry.MASKRCNN_DETECTORS` row, and the `MaskRCNNModel`
         `modeling.factory.build_maskrcnn` makes of it (identity decoder, swish), built by one call.
@@ -38,7 +46,9 @@ import tf_keras
 from official.vision.configs import backbones as backbones_config
 from official.vision.configs import common, decoders
 from official.vision.configs import maskrcnn as maskrcnn_lib
+from official.vision.configs import retinanet as retinanet_lib
 from official.vision.modeling import factory, retinanet_model
+from official.vision.modeling.backbones import resnet as resnet_lib
 from official.vision.modeling.backbones import spinenet, spinenet_mobile
 from official.vision.modeling.heads import dense_prediction_heads
 from official.vision.modeling.layers import detection_generator
@@ -61,7 +71,10 @@ _TABLE_ROWS = {"r0-sp53": "49"}
 def backbone_row(name: str) -> tuple[type, dict]:
     """(Model Garden's class, its SCALING_MAP row) for a registry backbone name: "spinenet-49s" -> SpineNet,
     SCALING_MAP["49S"]; "spinenet-mobile-49xs" -> SpineNetMobile, SCALING_MAP["49XS"]; "r0-sp53" -> SpineNet,
-    SCALING_MAP["49"] plus `block_specs`, our table (`backbone` hands Model Garden its own BlockSpecs of it)."""
+    SCALING_MAP["49"] plus `block_specs`, our table (`backbone` hands Model Garden its own BlockSpecs of it);
+    "resnet-50" -> ResNet, {"model_id": 50}."""
+    if registry.BACKBONES[name].family == "resnet":
+        return resnet_lib.ResNet, {"model_id": registry.BACKBONES[name].model_id}
     if registry.BACKBONES[name].family == "spinenet_mobile":
         return spinenet_mobile.SpineNetMobile, spinenet_mobile.SCALING_MAP[
             name.removeprefix("spinenet-mobile-").upper()]
@@ -80,10 +93,19 @@ def backbone(name: str, height: int = 128, width: int | None = None, **overrides
     return cls(input_specs=input_spec(height, width), **{**scaling, **overrides})
 
 
+def resnet(model_id: int, height: int = 128, width: int | None = None, **overrides) -> tf_keras.Model:
+    """Model Garden's ResNet of depth `model_id` (`backbones/resnet.py` RESNET_SPECS), its defaults overridden by
+    `overrides` (e.g. init_stochastic_depth_rate=0.2)."""
+    return resnet_lib.ResNet(model_id=model_id, input_specs=input_spec(height, width), **overrides)
+
+
 def retinanet(name: str, num_classes: int = 91, height: int = 128, width: int | None = None) -> tf_keras.Model:
-    """Model Garden's RetinaNetModel for a `registry.DETECTORS` row, called once (so every weight exists)."""
+    """Model Garden's RetinaNetModel for a `registry.DETECTORS` row, with every weight built (a SpineNet one by one
+    call; an FPN one by the factory)."""
     spec = registry.DETECTORS[name]
     width = width or height
+    if spec.fpn_num_filters is not None:
+        return _retinanet_fpn(spec, num_classes, height, width)
     head = dense_prediction_heads.RetinaNetHead(
         min_level=MIN_LEVEL, max_level=MAX_LEVEL, num_classes=num_classes,
         num_anchors_per_location=NUM_SCALES * len(ASPECT_RATIOS), num_convs=spec.head_num_convs,
@@ -94,6 +116,39 @@ def retinanet(name: str, num_classes: int = 91, height: int = 128, width: int | 
         num_scales=NUM_SCALES, aspect_ratios=ASPECT_RATIOS, anchor_size=spec.anchor_size)
     model(np.zeros((1, height, width, 3), np.float32), image_shape=tf.constant([[height, width]]), training=False)
     return model
+
+
+def _retinanet_fpn(spec: registry.DetectorSpec, num_classes: int, height: int, width: int) -> tf_keras.Model:
+    """`factory.build_retinanet` of MG's RetinaNet config for a row with an FPN, as its `retinanet_resnetfpn_coco`
+    experiment sets it (official/vision/configs/retinanet.py): ResNet of the row's depth (`backbones.ResNet`
+    defaults), `decoders.FPN` of the row's width (sum fusion, no separable conv), RetinaNetHead, the row's
+    activation (relu, `common.NormActivation`'s default) and anchors, no synchronized batch norm."""
+    config = retinanet_lib.RetinaNet(
+        num_classes=num_classes, input_size=[height, width, 3], min_level=MIN_LEVEL, max_level=MAX_LEVEL,
+        anchor=retinanet_lib.Anchor(num_scales=NUM_SCALES, aspect_ratios=ASPECT_RATIOS, anchor_size=spec.anchor_size),
+        backbone=backbones_config.Backbone(type="resnet", resnet=backbones_config.ResNet(
+            model_id=registry.BACKBONES[spec.backbone].model_id)),
+        decoder=decoders.Decoder(type="fpn", fpn=decoders.FPN(num_filters=spec.fpn_num_filters)),
+        head=retinanet_lib.RetinaNetHead(num_convs=spec.head_num_convs, num_filters=spec.head_num_filters,
+                                         use_separable_conv=spec.head_separable),
+        norm_activation=common.NormActivation(activation=spec.activation, use_sync_bn=False))
+    model = factory.build_retinanet(input_spec(height, width), config)
+    # The factory built every layer (it calls the decoder and head on the backbone's symbolic outputs); only a call
+    # marks the subclassed model itself built, and a call runs its NMS too (36 s on a zero 128x128 image on 2 CPUs).
+    model.built = True
+    return model
+
+
+def retinanet_raw_outputs(model: tf_keras.Model) -> tf_keras.Model:
+    """A RetinaNetModel's backbone -> decoder (if any) -> head as one tf_keras model, image -> [cls_outputs,
+    box_outputs] ({str level: tensor}): `RetinaNetModel.call` up to its raw outputs, without anchors and the
+    detection generator (whose NMS can take most of a minute on CPU)."""
+    inputs = tf_keras.Input(model.backbone.input_shape[1:])
+    features = model.backbone(inputs)
+    if model.decoder is not None:
+        features = model.decoder(features)
+    scores, boxes, _ = model.head(features)
+    return tf_keras.Model(inputs, [scores, boxes])
 
 
 # Our `build_detector` overrides that Model Garden's Mask R-CNN config expresses: the backbone's width (a backbone

@@ -1,4 +1,6 @@
-"""`RetinaNet` on a SpineNet backbone (Lin et al., arXiv:1708.02002; SpineNet, arXiv:1912.05027 §5.1).
+"""`RetinaNet` on a SpineNet backbone (Lin et al., arXiv:1708.02002; SpineNet, arXiv:1912.05027 §5.1), or on a
+ResNet with an FPN decoder (the paper's R50-FPN baseline, Table 3), as Model Garden's `retinanet_model.py` composes
+backbone -> decoder -> head (SpineNet's decoder is the identity, so it has none here).
 
 The model's call returns raw head outputs flattened to the anchor layout: `cls_outputs` `[B, N, num_classes]`
 logits and `box_outputs` `[B, N, 4]` box codes, N being all anchors of P3..P7. `fit` trains it on targets from
@@ -50,7 +52,8 @@ class RetinaNet(CheckpointCollections, keras.Model):
     """RetinaNet: backbone P3..P7 -> shared class/box subnets -> anchors -> focal/Huber losses or detections.
 
     Args:
-        backbone: A `SpineNet` / `SpineNetMobile` with a fixed input shape (its levels become the head's).
+        backbone: A `SpineNet` / `SpineNetMobile` with a fixed input shape (its levels become the head's), or a
+            `ResNet` with a `decoder`.
         num_classes: Class channels of the head (91 for Model Garden's COCO heads, whose channel 0 is unused).
         num_convs, num_filters, use_separable_conv, head_activation: Head settings (see `RetinaNetHead`).
         num_scales, aspect_ratios, anchor_size: Anchors per level: num_scales octave scales x aspect ratios, base
@@ -60,6 +63,8 @@ class RetinaNet(CheckpointCollections, keras.Model):
             (Model Garden's `l2(weight_decay / 2)` regularizers).
         score_threshold, pre_nms_top_k, iou_threshold, max_detections, class_agnostic_nms, skip_class_zero:
             Decoding settings (see `postprocess.generate_detections`).
+        decoder: None (the backbone's endpoints feed the head), or a layer turning the backbone's outputs into the
+            pyramid the head reads (an `FPN`; its min_level..max_level become the head's).
 
     Example:
         >>> model = build_detector("retinanet-spinenet-mobile-49xs", num_classes=3, input_shape=(256, 256, 3))
@@ -73,23 +78,30 @@ class RetinaNet(CheckpointCollections, keras.Model):
                  focal_alpha: float = 0.25, focal_gamma: float = 1.5, huber_delta: float = 0.1,
                  box_loss_weight: float = 50.0, weight_decay: float = 0.0, score_threshold: float = 0.05,
                  pre_nms_top_k: int = 5000, iou_threshold: float = 0.5, max_detections: int = 100,
-                 class_agnostic_nms: bool = False, skip_class_zero: bool = False, **kwargs):
+                 class_agnostic_nms: bool = False, skip_class_zero: bool = False, decoder=None, **kwargs):
         if num_classes < 1:
             raise ValueError(f"num_classes={num_classes}: must be >= 1")
         height, width = backbone.image_shape[:2]
         if height is None or width is None:
             raise ValueError("RetinaNet needs a backbone with a fixed input size (anchors depend on it)")
+        pyramid = backbone if decoder is None else decoder  # what the head's levels are
+        for side, size in (("height", height), ("width", width)):
+            if size % 2 ** pyramid.max_level:  # a SpineNet backbone checks this itself; a ResNet only for its C5
+                raise ValueError(f"input {side} {size} is not divisible by {2 ** pyramid.max_level} (2**max_level, "
+                                 f"max_level={pyramid.max_level})")
         # === Layers ===
         self.backbone = backbone
-        self.anchor_generator = anchors_lib.AnchorGenerator(backbone.min_level, backbone.max_level, num_scales,
+        self.decoder = decoder
+        self.anchor_generator = anchors_lib.AnchorGenerator(pyramid.min_level, pyramid.max_level, num_scales,
                                                             aspect_ratios, anchor_size)
-        self.head = RetinaNetHead(num_classes, self.anchor_generator.anchors_per_location, backbone.min_level,
-                                  backbone.max_level, num_convs, num_filters, use_separable_conv, head_activation,
+        self.head = RetinaNetHead(num_classes, self.anchor_generator.anchors_per_location, pyramid.min_level,
+                                  pyramid.max_level, num_convs, num_filters, use_separable_conv, head_activation,
                                   backbone.norm_momentum, backbone.norm_epsilon, backbone.use_sync_bn,
                                   name="retinanet_head")
         # === Functional model ===
         inputs = keras.Input(shape=backbone.image_shape, name="image")
-        class_outputs, box_outputs = self.head(backbone(inputs))
+        features = backbone(inputs)
+        class_outputs, box_outputs = self.head(features if decoder is None else decoder(features))
         outputs = {"cls_outputs": FlattenLevels(num_classes, name="flatten_cls")(class_outputs),
                    "box_outputs": FlattenLevels(4, name="flatten_box")(box_outputs)}
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
@@ -163,10 +175,13 @@ class RetinaNet(CheckpointCollections, keras.Model):
                 "num_scales": self.num_scales, "aspect_ratios": list(self.aspect_ratios),
                 "anchor_size": self.anchor_size, **self.loss_config, "weight_decay": self.weight_decay,
                 **{k: v for k, v in self.decode_config.items() if k != "class_agnostic"},
-                "class_agnostic_nms": self.decode_config["class_agnostic"]}
+                "class_agnostic_nms": self.decode_config["class_agnostic"],
+                "decoder": None if self.decoder is None else keras.saving.serialize_keras_object(self.decoder)}
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        for key in ("backbone", "decoder"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)

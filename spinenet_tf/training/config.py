@@ -142,7 +142,7 @@ class TrainConfig:
         _check_choice("--mode", self.mode, MODES)
         table = {"detection": registry.DETECTORS, "instance_segmentation": registry.MASKRCNN_DETECTORS,
                  "classification": registry.CLASSIFIERS}[self.task]
-        if self.model not in table and not (self.task == "classification" and self.model in registry.BACKBONES):
+        if self.model not in table and not (self.task == "classification" and self.model in table.values()):
             raise ValueError(f"--model={self.model!r}: not a {self.task} model; valid names: {', '.join(table)}")
         if not self.model_dir:
             raise ValueError("--model_dir: required")

@@ -16,7 +16,7 @@ class DrawConfig:
     """What `python -m spinenet_tf.draw` draws; validation messages name the flags.
 
     Attributes:
-        model: A name from `registry.BACKBONES`.
+        model: A SpineNet or SpineNet-Mobile name from `registry.BACKBONES`.
         out: Path of the PNG to write (missing parent folders are created).
         width, height: Picture size in pixels.
         block_specs: A block-spec file (`backbones.block_spec_file`) replacing the backbone's table and stem.
@@ -31,6 +31,8 @@ class DrawConfig:
     def __post_init__(self):
         if self.model not in registry.BACKBONES:
             raise ValueError(f"--model={self.model}: unknown backbone; valid names: {', '.join(registry.BACKBONES)}")
+        if registry.BACKBONES[self.model].family == "resnet":
+            raise ValueError(f"--model={self.model}: a ResNet is scale-decreased, with no block plan to draw")
         if not self.out.lower().endswith(".png"):
             raise ValueError(f"--out={self.out}: must be a path ending in .png")
         if self.width < MIN_SIZE[0] or self.height < MIN_SIZE[1]:

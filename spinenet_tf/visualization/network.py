@@ -49,6 +49,14 @@ _STEM_GAP = 0.6                              # extra space, in columns, between 
 
 
 # --- plans of named models ------------------------------------------------------------------------------------
+def _scale_permuted_row(name: str) -> registry.BackboneSpec:
+    """The registry row of a SpineNet or SpineNet-Mobile backbone; ValueError for an unknown name or a ResNet."""
+    spec = registry.lookup(registry.BACKBONES, name, "backbone")
+    if spec.family == "resnet":
+        raise ValueError(f"{name}: a ResNet is scale-decreased, with no block plan to draw")
+    return spec
+
+
 def plan_for_model(name: str, min_level: int = 3, max_level: int = 7, block_specs=None) -> list[BlockNode]:
     """The block plan of a registry backbone, computed without building it.
 
@@ -57,14 +65,14 @@ def plan_for_model(name: str, min_level: int = 3, max_level: int = 7, block_spec
     object, `backbones.block_spec_file`) replacing the backbone's table and stem.
 
     Raises:
-        ValueError: For a name not in `registry.BACKBONES` (the message lists the valid names), or a bad block-spec
-            file (naming it).
+        ValueError: For a name not in `registry.BACKBONES` (the message lists the valid names), a ResNet (it has no
+            block plan), or a bad block-spec file (naming it).
 
     Example:
         >>> [node.index for node in plan_for_model("spinenet-49") if not node.used]
         [17]
     """
-    spec = registry.lookup(registry.BACKBONES, name, "backbone")
+    spec = _scale_permuted_row(name)
     cls = SpineNetMobile if spec.family == "spinenet_mobile" else SpineNet
     if block_specs is None:
         return cls.network_plan(min_level=min_level, max_level=max_level, filter_size_scale=spec.filter_size_scale)
@@ -76,7 +84,7 @@ def plan_for_model(name: str, min_level: int = 3, max_level: int = 7, block_spec
 def describe_model(name: str, plan: Sequence[BlockNode], table: str = "") -> tuple[str, str]:
     """(title, subtitle) of a named backbone's picture: name (and `table`, where its table comes from) and block
     counts, then its registry row."""
-    spec = registry.lookup(registry.BACKBONES, name, "backbone")
+    spec = _scale_permuted_row(name)
     num_stem = sum(1 for node in plan if not node.inputs)
     unused = sum(1 for node in plan if not node.used)
     title = f"{name}{f' with {table}' if table else ''}:  {len(plan)} blocks ({num_stem} stem + {len(plan) - num_stem} scale-permuted)"

@@ -61,10 +61,11 @@ def _tiny(name="spinenet-49", input_shape=(128, 128, 3), **overrides):
     return spinenet_tf.build_backbone(name, input_shape=input_shape, **{**TINY, **overrides})
 
 
-@pytest.fixture(scope="module", params=testing.slow_unless(list(registry.BACKBONES)))
+@pytest.fixture(scope="module", params=testing.slow_unless(
+    [name for name, row in registry.BACKBONES.items() if row.family != "resnet"]))
 def registry_backbone(request):
-    """(name, model) for every registry name at 256x128 (96/143/143L/190 in `make test-slow`); one model alive at a
-    time."""
+    """(name, model) for every SpineNet registry name at 256x128 (96/143/143L/190 in `make test-slow`); one model
+    alive at a time. (ResNet-50's tests are tests/backbones/resnet_test.py.)"""
     model = spinenet_tf.build_backbone(request.param, input_shape=(256, 128, 3))
     yield request.param, model
     del model
