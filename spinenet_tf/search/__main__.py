@@ -49,6 +49,8 @@ _HEAD_NUM_FILTERS = flags.DEFINE_integer("head_num_filters", 64, "Box/class head
 _HEAD_NUM_CONVS = flags.DEFINE_integer("head_num_convs", 4, "Box/class head convolutions.")
 _ACTIVATION = flags.DEFINE_enum("activation", "swish", ["relu", "swish", "hard_swish"], "Backbone and head "
                                 "activation.")
+_MODEL_OVERRIDES = flags.DEFINE_list("model_overrides", [], "Further key=value overrides of the proxy's RetinaNet "
+                                     "(as the train command takes them), e.g. anchor_size=1.5,use_separable_conv=true.")
 _IMAGE_SIZE = flags.DEFINE_string("image_size", "512", "Input size H or H,W, divisible by 128 (paper's proxy: 512).")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 0, "Head classes; 0 = the training data's class count.")
 # === The proxy task: data and training (as `python -m spinenet_tf.train` takes them) ===
@@ -84,12 +86,16 @@ def config_from_flags() -> tuple[dict, proxy.ProxyTask]:
         raise ValueError(f"--num_workers={_NUM_WORKERS.value}: must be >= 0")
     if _MAX_FLOPS.value < 0:
         raise ValueError(f"--max_flops={_MAX_FLOPS.value:g}: must be >= 0 (0 = no limit)")
+    extra = config_lib.parse_overrides(_MODEL_OVERRIDES.value)
+    if "block_specs" in extra:
+        raise ValueError("--model_overrides: block_specs is what the search chooses; it cannot be set")
     overrides = proxy.proxy_overrides(space.family, _FILTER_SIZE_SCALE.value, _RESAMPLE_ALPHA.value,
                                       _ENDPOINTS_NUM_FILTERS.value, _HEAD_NUM_FILTERS.value, _HEAD_NUM_CONVS.value)
     train = config_lib.TrainConfig(
         task="detection", model=proxy.proxy_model(space.family), model_dir=_SEARCH_DIR.value,
         image_size=parse_image_size(_IMAGE_SIZE.value), num_classes=_NUM_CLASSES.value,
-        model_overrides={**overrides, "activation": _ACTIVATION.value}, batch_size=_BATCH_SIZE.value,
+        model_overrides={**overrides, "activation": _ACTIVATION.value,
+                         **extra}, batch_size=_BATCH_SIZE.value,
         eval_batch_size=_EVAL_BATCH_SIZE.value, train_steps=_TRAIN_STEPS.value,
         input=config_lib.InputConfig(
             train_data=_TRAIN_DATA.value, eval_data=_EVAL_DATA.value, tfds_data_dir=_TFDS_DATA_DIR.value,

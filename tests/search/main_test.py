@@ -63,9 +63,15 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trials = search_dir / run.TRIALS_FILE
     deadline = time.monotonic() + 300
-    while not (trials.exists() and trials.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+
+    def running_children():
+        return pathlib.Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+
+    # Kill once a trial has finished and the next one's process is running (not in the moment between the two).
+    while not (trials.exists() and trials.read_text().count("\n") >= 1 and running_children()) \
+            and time.monotonic() < deadline:
         time.sleep(0.2)
-    children = pathlib.Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    children = running_children()
     process.send_signal(signal.SIGKILL)  # mid-search: trial 2 is running in its own process
     process.wait()
     deadline = time.monotonic() + 10  # the trial processes die with the search (Linux PR_SET_PDEATHSIG)
@@ -95,17 +101,23 @@ def test_max_flops_rejects_tables_untrained(tmp_path):
     assert not (tmp_path / "s" / run.BEST_FILE).exists()
 
 
-def test_bad_flags_are_one_line(tmp_path):
-    result = subprocess.run(_command(tmp_path / "s", "--num_trials=0"), cwd=testing.REPO_ROOT,
+@pytest.mark.parametrize("flag, error", [
+    ("--num_trials=0", "error: --num_trials=0: must be >= 1"),
+    ("--model_overrides=block_specs=x", "error: --model_overrides: block_specs is what the search chooses; it "
+                                        "cannot be set"),
+    ("--model_overrides=anchor_size", "error: --model_overrides='anchor_size': expected key=value"),
+])
+def test_bad_flags_are_one_line(tmp_path, flag, error):
+    result = subprocess.run(_command(tmp_path / "s", flag), cwd=testing.REPO_ROOT,
                             env=testing.train_env(), capture_output=True, text=True, timeout=300)
-    assert (result.returncode, result.stderr.strip()) == (2, "error: --num_trials=0: must be >= 1")
+    assert (result.returncode, result.stderr.strip()) == (2, error)
 
 
 @pytest.mark.slow
 def test_two_proxy_trials_train_through_the_training_loop(tmp_path):
     # The flagfile's proxy cut to 30 steps and 16 evaluation images: about a minute per trial on one core.
     lines = _run(tmp_path / "s", "--num_trials=2", "--train_steps=30", "--warmup_steps=5",
-                 "--eval_data=builtin:shapes:validation[:16]", timeout=900)
+                 "--eval_data=builtin:shapes:validation[:16]", "--model_overrides=anchor_size=1.5", timeout=900)
     records = run.read_trials(str(tmp_path / "s"))
     assert [r["status"] for r in records] == ["ok", "ok"], records
     for record in records:
@@ -116,6 +128,7 @@ def test_two_proxy_trials_train_through_the_training_loop(tmp_path):
         saved = json.loads((trial_dir / "train_config.json").read_text())
         assert saved["model_overrides"]["block_specs"] == record["architecture"]
         assert saved["model_overrides"]["filter_size_scale"] == 0.25
+        assert saved["model_overrides"]["anchor_size"] == 1.5  # --model_overrides reach every trial
         assert not (trial_dir / "checkpoints").exists()
     assert lines[-1].startswith("best: trial ")
     assert read_block_spec_file(tmp_path / "s" / "best.json").to_json_dict() == run.best_trial(records)[
