@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: venv test test-slow test-all demo bench clean
+.PHONY: venv test test-slow test-all demo bench bench-search clean
 
 venv: $(VENV)/.stamp
 
@@ -39,8 +39,14 @@ DEMO_FLAGS ?= configs/detection_retinanet_spinenet_mobile_49xs_shapes128.flags
 demo: venv
 	$(PY) -m spinenet_tf.demo --flagfile=$(DEMO_FLAGS) --model_dir=runs/demo $(DEMO_ARGS)
 
+# The search benchmarks train dozens of proxy RetinaNets (hours on 2 cores): `make bench-search` runs them.
+SEARCH_BENCH := bench/search_proxy.py bench/search.py
 bench: venv
-	@set -e; for script in $(sort $(wildcard bench/*.py)); do echo "== $$script"; $(PY) $$script; done
+	@set -e; for script in $(filter-out $(SEARCH_BENCH),$(sort $(wildcard bench/*.py))); do \
+		echo "== $$script"; $(PY) $$script; done
+
+bench-search: venv
+	@set -e; for script in $(SEARCH_BENCH); do echo "== $$script"; $(PY) $$script; done
 
 clean:
 	rm -rf $(VENV)
