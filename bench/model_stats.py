@@ -19,7 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # Published RetinaNet (params M, FLOPs B) and COCO AP: 49S-190 from the SpineNet paper (CVPR 2020, AP test-dev,
 # protocol C); Mobile-49 from Model Garden's official/vision/MODEL_GARDEN.md (AP val2017, 600 epochs). Mobile
-# 49XS / 49S: the paper's values could not be confirmed, so none are printed.
+# 49XS / 49S: the paper's values could not be confirmed, so none are printed. R50-FPN: the SpineNet paper's
+# baseline (Table 3, 640), params and FLOPs only (its AP there is protocol A on val, not comparable to the column).
 PAPER_DETECTORS = {
     "retinanet-spinenet-49s": (12.0, 33.8, 41.5),
     "retinanet-spinenet-49": (28.5, 85.4, 44.3),
@@ -27,6 +28,7 @@ PAPER_DETECTORS = {
     "retinanet-spinenet-143": (66.9, 524.4, 50.7),
     "retinanet-spinenet-190": (163.6, 1885.0, 52.1),
     "retinanet-spinenet-mobile-49": (2.32, 1.0, 28.1),
+    "retinanet-resnet50-fpn": (34.0, 96.8, "—"),
 }
 
 
