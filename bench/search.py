@@ -97,7 +97,8 @@ def main() -> None:
         records[algorithm] = run.search(
             space, reward, search_dir, args.num_trials, algorithm=algorithm, seed=search_args["seed"],
             population_size=search_args["population_size"], tournament_size=search_args["tournament_size"],
-            num_workers=args.num_workers, log=lambda line: print(line, file=sys.stderr, flush=True))
+            num_workers=args.num_workers, log=lambda line: print(line, file=sys.stderr, flush=True)
+        )[:args.num_trials]  # a directory with more finished trials (a longer run) is compared at this budget
     minutes = (time.monotonic() - start) / 60
 
     curves = {algorithm: best_so_far(records[algorithm]) for algorithm in ALGORITHMS}
