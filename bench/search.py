@@ -27,7 +27,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from search_proxy import FLAGFILE, run_line  # noqa: E402  (bench/search_proxy.py)
+from search_proxy import FLAGFILE, run_line, search_config  # noqa: E402  (bench/search_proxy.py)
 
 ALGORITHMS = ("evolution", "random")
 
@@ -80,14 +80,10 @@ def main() -> None:
     parser.add_argument("--reward", choices=("proxy", "synthetic"), default="proxy")
     args, extra_flags = parser.parse_known_args()
 
-    from absl import flags
-
-    from spinenet_tf.search import __main__ as search_cli
     from spinenet_tf.search import proxy, run
 
     out_dir = os.path.join(args.out_dir, args.reward)
-    flags.FLAGS([sys.argv[0], f"--flagfile={args.flagfile}", *extra_flags, f"--search_dir={out_dir}"])
-    search_args, task = search_cli.config_from_flags()
+    search_args, task = search_config(args.flagfile, out_dir, extra_flags)
     space = search_args["space"]
     reward = task if args.reward == "proxy" else proxy.SyntheticReward.for_space(space, task)
     records, start = {}, time.monotonic()

@@ -62,15 +62,14 @@ class Job:
         return f"{self.table}|seed={self.seed}|steps={self.steps}"
 
 
-def proxy_task(flagfile: str, out_dir: str, extra_flags: list[str]):
-    """The search command's proxy task from its flagfile and `extra_flags` after it (the search CLI's own flag
-    parsing)."""
+def search_config(flagfile: str, out_dir: str, extra_flags: list[str]) -> tuple[dict, object]:
+    """The search command's arguments (`run.search`'s: space, seed, population...) and proxy task from its flagfile
+    and `extra_flags` after it, by the search CLI's own flag parsing."""
     from absl import flags
 
     from spinenet_tf.search import __main__ as search_cli
     flags.FLAGS([sys.argv[0], f"--flagfile={flagfile}", *extra_flags, f"--search_dir={out_dir}"])
-    search_args, task = search_cli.config_from_flags()
-    return search_args["space"], task
+    return search_cli.config_from_flags()
 
 
 def tables(models: list[str], extra_tables: int, space) -> dict[str, list]:
@@ -229,7 +228,8 @@ def main() -> None:
     if args.seeds < 2:
         parser.error(f"--seeds={args.seeds}: a standard deviation needs >= 2")
     os.makedirs(args.out_dir, exist_ok=True)
-    space, task = proxy_task(args.flagfile, args.out_dir, extra_flags)
+    search_args, task = search_config(args.flagfile, args.out_dir, extra_flags)
+    space = search_args["space"]
     short = task.train.train_steps
     long = int(round(short * args.long_factor))
     by_name = tables(models, args.extra_tables, space)
