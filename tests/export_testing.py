@@ -9,9 +9,17 @@ any small perturbation, int8 or not; this recipe measured val AP 0.374, 0.259 an
 0.339 per class in four runs (200 images), so the fixture keeps the first of up to three runs (seeds 0, 1, 2)
 whose per-class AP reaches 0.3.
 
-The first caller trains and writes `model.keras` plus a training-layout `model_dir` (`train_config.json`,
-`checkpoints/`) under `$SPINENET_TF_TEST_CACHE` (default: the system temp dir); later callers, in this or another
-process, load it. A file lock keeps two processes from training at once.
+Training both fixtures costs ~25 CPU-minutes, a third of CI's time budget on a fresh clone, so their trained weights
+are committed: `tests/fixtures/{detector,classifier}_vN.weights.h5`, written by `python tests/export_testing.py`
+(which trains both with the recipes below; bump `_VERSIONS` when a recipe, the model code or the checkpoint layout
+changes, and commit the new files). The weights are inputs of the tests, never expected values: every test compares
+the model with itself through an export (Keras vs SavedModel, float vs int8 TFLite, LiteRT vs MediaPipe), or
+fine-tunes from it. Without a committed file for the current version, the first caller trains.
+
+The first caller builds the model (from the committed weights, or by training) and writes `model.keras` plus a
+training-layout `model_dir` (`train_config.json`, `checkpoints/`) under `$SPINENET_TF_TEST_CACHE` (default: the
+system temp dir); later callers, in this or another process, load it. A file lock keeps two processes from building
+at once.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ CLASSIFIER = "classifier-spinenet-mobile-49xs"
 NUM_CLASSES = builtin_shapes.NUM_CLASSES
 # Bump one when its recipe (or the checkpoint layout) changes, so stale caches are not reused.
 _VERSIONS = {"detector": "v6", "classifier": "v6"}
+FIXTURES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 # Training images the batch-norm statistics are re-estimated on after training (in training-size batches).
 _RECALIBRATION_IMAGES = 640
 # The detector fixture's val AP floor (200 images): past the fragile low-AP regime (see `_train_detector`).
@@ -105,7 +114,7 @@ def _train_detector(steps: int = 700, batch_size: int = 16, learning_rate: float
 def _train_detector_once(seed: int, steps: int, batch_size: int, learning_rate: float):
     keras.utils.set_random_seed(seed)
     # norm_momentum 0.9: moving statistics that keep up with a short run.
-    model = spinenet_tf.build_detector(DETECTOR, num_classes=NUM_CLASSES, input_shape=IMAGE_SIZE, norm_momentum=0.9)
+    model = _build("detector")
     config = detection_input.DetectionInputConfig(IMAGE_SIZE, max_instances=16, aug_scale_min=0.8,
                                                   aug_scale_max=1.25)
     parser = detection_input.DetectionInput(config, model.anchor_boxes)
@@ -128,7 +137,7 @@ def _train_classifier(steps: int = 400, batch_size: int = 32, learning_rate: flo
     # 0.85); this recipe: accuracy 0.65-0.67, median margin 0.42-0.52 (9 min at load 3), int8 agreement 1.0 or
     # 0.92-0.94 on 100 images as the run goes (near-ties; see tests/litert/tflite_classifier_test.py).
     keras.utils.set_random_seed(0)
-    model = spinenet_tf.build_classifier(CLASSIFIER, num_classes=NUM_CLASSES, input_shape=IMAGE_SIZE, norm_momentum=0.9)
+    model = _build("classifier")
     parser = classification_input.ClassificationInput(IMAGE_SIZE)
     train = (builtin_shapes_dataset.as_classification_dataset("train", 2000, image_size=IMAGE_SIZE).cache().repeat()
              .shuffle(512, seed=0).map(parser.train_fn)
@@ -143,14 +152,41 @@ def _train_classifier(steps: int = 400, batch_size: int = 32, learning_rate: flo
     return model
 
 
+def _build(kind: str):
+    """The untrained fixture model of `kind`, as its training recipe builds it."""
+    if kind == "detector":
+        return spinenet_tf.build_detector(DETECTOR, num_classes=NUM_CLASSES, input_shape=IMAGE_SIZE, norm_momentum=0.9)
+    return spinenet_tf.build_classifier(CLASSIFIER, num_classes=NUM_CLASSES, input_shape=IMAGE_SIZE, norm_momentum=0.9)
+
+
+def committed_weights(kind: str) -> str:
+    return os.path.join(FIXTURES_DIR, f"{kind}_{_VERSIONS[kind]}.weights.h5")
+
+
+def _from_committed_weights(kind: str):
+    """The fixture model with its committed weights, and an optimizer with the training recipe's slots (zero: a
+    checkpoint's layout, not its state, is what the model_dir tests read)."""
+    path = committed_weights(kind)
+    model = _build(kind)
+    try:
+        model.load_weights(path)
+    except ValueError as error:
+        raise RuntimeError(f"{path} does not fit the current {kind} ({error}); retrain it: python "
+                           f"tests/export_testing.py (after bumping _VERSIONS)") from error
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
 def _cached(kind: str, train_fn, name: str, task: str):
-    """(model, model_dir): trains once per cache, then loads model.keras."""
+    """(model, model_dir): built once per cache (from the committed weights, else by training), then loads
+    model.keras."""
     version = f"{kind}_{_VERSIONS[kind]}"
     root = os.path.join(cache_dir(), version)
     path = os.path.join(root, "model.keras")
     with _locked(version):
         if not os.path.exists(path):
-            model = train_fn()
+            model = _from_committed_weights(kind) if os.path.exists(committed_weights(kind)) else train_fn()
             os.makedirs(root, exist_ok=True)
             _write_model_dir(model, task, name, os.path.join(root, "model_dir"))
             with atomic_files.atomic_path(path) as tmp:  # keeps the name model.keras, as Keras requires
@@ -166,3 +202,16 @@ def trained_detector():
 def trained_classifier():
     """(Classifier trained 120 steps on built-in shapes classification at 128x128, its model_dir)."""
     return _cached("classifier", _train_classifier, CLASSIFIER, "classification")
+
+
+def main() -> None:
+    """Trains both fixtures with their recipes and writes their weights to `tests/fixtures/` (commit them)."""
+    os.makedirs(FIXTURES_DIR, exist_ok=True)
+    for kind, train_fn in (("detector", _train_detector), ("classifier", _train_classifier)):
+        with atomic_files.atomic_path(committed_weights(kind)) as tmp:
+            train_fn().save_weights(tmp)
+        print(f"wrote {committed_weights(kind)}")
+
+
+if __name__ == "__main__":
+    main()
