@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/search_proxy.py [--flagfile=configs/search_proxy_shapes.flags] \
         [--out_dir=runs/bench_search_proxy] [--seeds=3] [--num_workers=2] [--extra_tables=2] [--long_factor=2] \
+        [--models=SpineNet-49,R0-SP53] [--damages=remove_short_range,remove_long_range,sequential] \
         [search flags ...]
 
 Run from the repo root. Flags this script does not know go to the search's flag parsing after the flagfile, so they
@@ -72,13 +73,15 @@ def search_config(flagfile: str, out_dir: str, extra_flags: list[str]) -> tuple[
     return search_cli.config_from_flags()
 
 
-def tables(models: list[str], extra_tables: int, space) -> dict[str, list]:
-    """Table name -> rows: each model intact and damaged, then `extra_tables` random points of `space`."""
+def tables(models: list[str], extra_tables: int, space, damages: list[str] = tuple(ablation.ABLATIONS)
+           ) -> dict[str, list]:
+    """Table name -> rows: each model intact and with each of `damages`, then `extra_tables` random points of
+    `space`."""
     out = {}
     for model in models:
         specs = out[model] = MODELS[model]
-        for damage, function in ablation.ABLATIONS.items():
-            out[f"{model}/{damage}"] = function(specs)
+        for damage in damages:
+            out[f"{model}/{damage}"] = ablation.ABLATIONS[damage](specs)
     for index, (_, architecture) in enumerate(space.sample(extra_tables, seed=20200614)):
         out[f"random-{index}"] = architecture.block_specs
     return {name: [spec.to_list() for spec in parse_block_specs(specs)] for name, specs in out.items()}
@@ -170,7 +173,8 @@ def spearman(a: list[float], b: list[float]) -> float:
     return cov / norm if norm else float("nan")
 
 
-def ablation_table(scores: dict, models: list[str], seeds: list[int], steps: int) -> tuple[list[str], bool]:
+def ablation_table(scores: dict, models: list[str], seeds: list[int], steps: int,
+                   damages: list[str] = tuple(ablation.ABLATIONS)) -> tuple[list[str], bool]:
     lines = ["| table | AP mean | AP sd | seeds | drop | drop / pooled sd | > 2 sd |", "|---|---|---|---|---|---|---|"]
     holds = True
     for model in models:
@@ -178,7 +182,7 @@ def ablation_table(scores: dict, models: list[str], seeds: list[int], steps: int
                   if f"{model}|seed={s}|steps={steps}" in scores]
         mean0, sd0 = mean_sd(intact) if intact else (float("nan"), float("nan"))
         lines.append(f"| {model} | {mean0:.4f} | {sd0:.4f} | {len(intact)} | | | |")
-        for damage in ablation.ABLATIONS:
+        for damage in damages:
             name = f"{model}/{damage}"
             values = [scores[f"{name}|seed={s}|steps={steps}"]["ap"] for s in seeds
                       if f"{name}|seed={s}|steps={steps}" in scores]
@@ -221,10 +225,15 @@ def main() -> None:
     parser.add_argument("--skip_correlation", action="store_true", help="Only the ablation.")
     parser.add_argument("--models", default=",".join(MODELS), help="Comma-separated: which of the intact tables "
                         f"({', '.join(MODELS)}) the ablation damages.")
+    parser.add_argument("--damages", default=",".join(ablation.ABLATIONS), help="Comma-separated: which damages of "
+                        f"`spinenet_tf.search.ablation` ({', '.join(ablation.ABLATIONS)}).")
     args, extra_flags = parser.parse_known_args()
     models = args.models.split(",")
     if not models or any(model not in MODELS for model in models):
         parser.error(f"--models={args.models}: choose from {', '.join(MODELS)}")
+    damages = args.damages.split(",")
+    if not damages or any(damage not in ablation.ABLATIONS for damage in damages):
+        parser.error(f"--damages={args.damages}: choose from {', '.join(ablation.ABLATIONS)}")
     if args.seeds < 2:
         parser.error(f"--seeds={args.seeds}: a standard deviation needs >= 2")
     os.makedirs(args.out_dir, exist_ok=True)
@@ -232,7 +241,7 @@ def main() -> None:
     space = search_args["space"]
     short = task.train.train_steps
     long = int(round(short * args.long_factor))
-    by_name = tables(models, args.extra_tables, space)
+    by_name = tables(models, args.extra_tables, space, damages)
     seeds = list(range(args.seeds))
     ablation_names = [name for name in by_name if not name.startswith("random-")]
     jobs = [Job(name, seed, short, by_name[name]) for seed in seeds for name in ablation_names]
@@ -243,7 +252,7 @@ def main() -> None:
     scores = run_jobs(task, jobs, args.out_dir, args.num_workers)
     minutes = (time.monotonic() - start) / 60
 
-    ablation_lines, holds = ablation_table(scores, models, seeds, short)
+    ablation_lines, holds = ablation_table(scores, models, seeds, short, damages)
     report = ["## Connection ablation (paper §5.5, Table 9) on the proxy", "", *ablation_lines, "",
               f"Every damaged table more than 2 pooled seed standard deviations below its intact one: "
               f"{'yes' if holds else 'no'}."]

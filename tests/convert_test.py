@@ -16,6 +16,7 @@ import oracle
 import spinenet_tf
 import testing
 from spinenet_tf import convert, registry
+from spinenet_tf.model_stats import count_params
 
 pytestmark = pytest.mark.oracle
 
@@ -103,9 +104,10 @@ def test_missing_or_bad_checkpoint_is_one_clear_error(tmp_path):
 
 # --- RetinaNet: backbone + head -------------------------------------------------------------------------------
 
-NUM_CLASSES = 5
+NUM_CLASSES = 91  # the paper's heads, so the parameter counts below are the ones its tables give
 
 
+# Every registry detector: Model Garden's parameter count (trainable, and all) and its outputs after conversion.
 @pytest.mark.parametrize("name", testing.slow_unless(list(registry.DETECTORS)))
 def test_retinanet_checkpoint_matches_model_garden(name, tmp_path):
     from spinenet_tf.detection import anchors as anchors_lib
@@ -121,6 +123,7 @@ def test_retinanet_checkpoint_matches_model_garden(name, tmp_path):
 
     ours = spinenet_tf.build_detector(name, num_classes=NUM_CLASSES, input_shape=(height, width))
     assert ours.count_params() == mg.count_params()
+    assert count_params(ours) == count_params(mg)  # trainable
     assert convert.load_model_garden_checkpoint(path, ours) == len(ours.weights)
 
     x = np.random.default_rng(9).normal(size=(2, height, width, 3)).astype(np.float32)

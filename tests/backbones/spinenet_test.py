@@ -84,19 +84,15 @@ def model_garden_twin(registry_backbone):
     oracle.clear_session()
 
 
+# One test, so Model Garden's twin of a big variant (~20 s to build) is built once per run, not once per worker.
 @pytest.mark.oracle
-def test_parameter_count_matches_model_garden(registry_backbone, model_garden_twin):
+def test_parameter_counts_and_weight_shapes_match_model_garden(registry_backbone, model_garden_twin):
     name, model = registry_backbone
-    expected = _num_params(model_garden_twin.trainable_weights)
+    mg = model_garden_twin
+    expected = _num_params(mg.trainable_weights)
     if name in MODEL_GARDEN_TRAINABLE_PARAMS_M:  # the oracle itself, against its pinned counts
         assert round(expected / 1e6, 2) == MODEL_GARDEN_TRAINABLE_PARAMS_M[name]
     assert _num_params(model.trainable_weights) == expected
-
-
-@pytest.mark.oracle
-def test_weight_counts_and_shapes_match_model_garden(registry_backbone, model_garden_twin):
-    name, model = registry_backbone
-    mg = model_garden_twin
     # The registry row is Model Garden's SCALING_MAP row.
     assert registry.BACKBONES[name].kwargs() == oracle.backbone_row(name)[1]
     assert _num_params(model.non_trainable_weights) == _num_params(mg.non_trainable_weights)

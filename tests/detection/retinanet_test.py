@@ -2,14 +2,14 @@
 
 - Learning: a mobile detector overfits four drawn scenes (shapes with known boxes and classes); the loss falls at
   least 10x and `detect` (inference mode) recovers every ground-truth box at IoU >= 0.5 with the right class.
-- Parameters: equal to Model Garden's RetinaNet (SpineNet backbone + `RetinaNetHead`, identity decoder) for every
-  row of `registry.DETECTORS`, and within 1% of the SpineNet paper's table.
+- Parameters: within 1% of the SpineNet paper's table (equal to Model Garden's RetinaNet for every row of
+  `registry.DETECTORS`: tests/convert_test.py, which converts its weights and compares outputs too).
 - FLOPs (multiply-adds) against the paper (R0-SP53's within 1%), serialization, and the errors users meet.
 
 Golden numbers: SpineNet paper (Du et al., CVPR 2020, arXiv:1912.05027, Table 4), the published SpineNet-Mobile
 (Du et al., ECCV 2020, arXiv:2010.11426) figures in Model Garden's `official/vision/MODEL_GARDEN.md` and the
 authors' tensorflow/tpu `models/official/detection/MODEL_ZOO.md`, and Model Garden (tf-models-official 2.20.0,
-built in the `oracle` tests).
+built in tests/convert_test.py).
 """
 
 import functools
@@ -22,13 +22,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
-import oracle
 import spinenet_tf
 import testing
 from spinenet_tf import registry
 from spinenet_tf.detection import losses
 from spinenet_tf.detection.targets import assign_targets
-from spinenet_tf.model_stats import count_params
 
 # rectangle, ellipse, triangle = classes 0, 1, 2, each in its own colour.
 PARAMS_SIZE = testing.PARAMS_SIZE
@@ -131,21 +129,8 @@ def test_overfits_drawn_scenes_and_detects_every_box():
 
 # --- parameters -------------------------------------------------------------------------------------------------
 
-def _model_garden_detector_params(name: str) -> int:
-    """Trainable parameters of Model Garden's RetinaNet for a registry row (tests/oracle.py): SpineNet(-Mobile) from
-    MG's SCALING_MAP plus `RetinaNetHead`; SpineNet RetinaNets use the identity decoder, which has no weights."""
-    model = oracle.retinanet(name, num_classes=91, height=PARAMS_SIZE)
-    params = count_params(model)
-    del model
-    oracle.clear_session()
-    return params
-
-
-# At 91 classes (the paper's heads). tests/convert_test.py also compares the counts of the small variants at 3 classes.
-@pytest.mark.oracle
-@pytest.mark.parametrize("name", testing.slow_unless(list(registry.DETECTORS), fast=("49s",)))
-def test_params_equal_model_garden(name):
-    assert testing.detector_params(name) == _model_garden_detector_params(name)
+# Model Garden's count of every registry detector at 91 classes (the paper's heads): tests/convert_test.py
+# (`test_retinanet_checkpoint_matches_model_garden` builds both, compares the counts and the outputs after conversion).
 
 
 # Paper figures (91-class heads, M params) and where they come from. Keys must be registry names (checked below).
@@ -153,7 +138,7 @@ PAPER_PARAMS = {
     # 11.27M is Model Garden's built count (tf-models-official 2.20.0): Google's released code (Model Garden and
     # tensorflow/tpu: block specs, width 0.65, 128-ch endpoints and head) builds 11.27M; the paper's 12.0M (11.9M in
     # tensorflow/tpu `models/official/detection/MODEL_ZOO.md`) is not reproducible from it, cause unconfirmed. We
-    # hold to the code; the oracle test above compares with Model Garden's live count exactly.
+    # hold to the code; tests/convert_test.py compares with Model Garden's live count exactly.
     "retinanet-spinenet-49s": 11.27,
     "retinanet-spinenet-49": 28.5,    # SpineNet paper Table 4, SpineNet-49 @640
     "retinanet-spinenet-96": 43.0,    # SpineNet paper Table 4, SpineNet-96 @1024
@@ -161,7 +146,7 @@ PAPER_PARAMS = {
     "retinanet-spinenet-190": 163.6,  # SpineNet paper Table 4, SpineNet-190 @1280
     # Mobile SpineNet-49: 2.32M in Model Garden's `official/vision/MODEL_GARDEN.md`, 2.34M "SpineNetMB-49" in
     # tensorflow/tpu `models/official/detection/MODEL_ZOO.md`; 2.338M is Model Garden's built count
-    # (tf-models-official 2.20.0), which both published figures round to. The oracle test above compares with the
+    # (tf-models-official 2.20.0), which both published figures round to. tests/convert_test.py compares with the
     # live count exactly.
     "retinanet-spinenet-mobile-49": 2.338,
 }
