@@ -37,6 +37,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -73,7 +74,7 @@ def search_config(flagfile: str, out_dir: str, extra_flags: list[str]) -> tuple[
     return search_cli.config_from_flags()
 
 
-def tables(models: list[str], extra_tables: int, space, damages: list[str] = tuple(ablation.ABLATIONS)
+def tables(models: list[str], extra_tables: int, space, damages: Sequence[str] = tuple(ablation.ABLATIONS)
            ) -> dict[str, list]:
     """Table name -> rows: each model intact and with each of `damages`, then `extra_tables` random points of
     `space`."""
@@ -174,7 +175,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def ablation_table(scores: dict, models: list[str], seeds: list[int], steps: int,
-                   damages: list[str] = tuple(ablation.ABLATIONS)) -> tuple[list[str], bool]:
+                   damages: Sequence[str] = tuple(ablation.ABLATIONS)) -> tuple[list[str], bool]:
     lines = ["| table | AP mean | AP sd | seeds | drop | drop / pooled sd | > 2 sd |", "|---|---|---|---|---|---|---|"]
     holds = True
     for model in models:

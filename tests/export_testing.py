@@ -200,7 +200,7 @@ def trained_detector():
 
 
 def trained_classifier():
-    """(Classifier trained 120 steps on built-in shapes classification at 128x128, its model_dir)."""
+    """(Classifier trained 400 steps on built-in shapes classification at 128x128, its model_dir)."""
     return _cached("classifier", _train_classifier, CLASSIFIER, "classification")
 
 

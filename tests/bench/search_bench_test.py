@@ -4,7 +4,6 @@ and `bench/search_proxy.py`: its statistics on known numbers, and (slow) a real 
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 

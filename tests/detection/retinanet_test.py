@@ -12,8 +12,6 @@ authors' tensorflow/tpu `models/official/detection/MODEL_ZOO.md`, and Model Gard
 built in tests/convert_test.py).
 """
 
-import functools
-import gc
 import re
 
 import keras
@@ -27,9 +25,6 @@ import testing
 from spinenet_tf import registry
 from spinenet_tf.detection import losses
 from spinenet_tf.detection.targets import assign_targets
-
-# rectangle, ellipse, triangle = classes 0, 1, 2, each in its own colour.
-PARAMS_SIZE = testing.PARAMS_SIZE
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------
