@@ -71,6 +71,18 @@ def test_search_proxy_statistics():
     assert by_table["R0-SP53/remove_long_range"].rstrip("| ").endswith("no")
     assert by_table["R0-SP53/sequential"].rstrip("| ").endswith("yes")
 
+    # Two tables that do not learn on the long proxy (AP < 0.1 of the best) rank the same in both, lifting rho over
+    # all five tables; among the three that learn the short proxy's order is the long one's reversed.
+    short_long = {"a": (0.01, 0.60), "b": (0.02, 0.50), "c": (0.03, 0.40), "dead1": (0.0001, 0.001),
+                  "dead2": (0.0002, 0.002)}
+    scores = {f"{name}|seed=0|steps={steps}": {"ap": ap, "flops": 1e8}
+              for name, pair in short_long.items() for steps, ap in zip((200, 400), pair)}
+    lines, rho, rho_learning, num_learning = search_proxy.correlation_table(scores, list(short_long), 200, 400)
+    assert len(lines) == 2 + 5 and num_learning == 3
+    assert rho_learning == pytest.approx(-1.0)
+    # ranks short 3,4,5,1,2 against long 5,4,3,1,2: d^2 = 4 + 0 + 4 -> 1 - 6 * 8 / (5 * 24) = 0.6
+    assert rho == pytest.approx(0.6)
+
 
 def test_every_damaged_table_of_both_models_builds():
     import spinenet_tf
@@ -106,7 +118,7 @@ def test_search_proxy_bench_trains_its_tables_and_resumes(tmp_path):
     assert all(0.0 <= record["ap"] <= 1.0 and record["flops"] > 0 for record in records)
     report = (tmp_path / "proxy.md").read_text()
     assert "| R0-SP53/sequential |" in report and "| R0-SP53/remove_short_range |" not in report
-    assert "Spearman rank correlation over 2 tables: nan" in report  # a rank correlation needs 3 tables
+    assert "Spearman rank correlation over 2 tables: nan;" in report  # a rank correlation needs 3 tables
 
     again = _run("bench/search_proxy.py", *flags)
     assert "6 of 6 scores already" in again.stderr
