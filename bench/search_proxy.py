@@ -13,10 +13,12 @@ search flagfile: model widths, data, steps, optimizer), its reward the val AP.
    with the three connection damages of `spinenet_tf.search.ablation` (remove the short-range input, the long-range
    one, both: sequential), each trained with `--seeds` seeds (weights, data order, augmentation). For every damaged
    table: the mean AP drop and the drop in pooled seed standard deviations, sqrt((sd_intact^2 + sd_damaged^2) / 2).
-   The paper's finding holds on the proxy where every drop exceeds 2 pooled standard deviations.
+   The paper's finding holds on the proxy where every drop exceeds 2 pooled standard deviations. Beside it, each
+   table's depth: blocks on the longest and the shortest path to each output (`path_lengths`).
 2. Rank stability: the same tables (seed 0) plus `--extra_tables` random points of the spinenet space, trained again
    with `--long_factor` times the steps; Spearman's rank correlation of the short against the long scores says how
-   far the short proxy's ranking of tables is the longer training's.
+   far the short proxy's ranking of tables is the longer training's, over all tables and over those that learn
+   on the longer proxy (`LEARNS_FRACTION`: tables that do not learn at all are told apart by any proxy).
 
 Each finished score is appended to `out_dir/scores.jsonl` as it ends; run again with the same flags, the script
 re-runs no finished score (a killed run resumes). Trials run `--num_workers` at a time, each in a process of its
@@ -43,6 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from spinenet_tf.backbones.block_spec_file import Architecture  # noqa: E402
+from spinenet_tf.backbones.spinenet import SpineNet  # noqa: E402
 from spinenet_tf.backbones.block_specs import (R0_SP53_BLOCK_SPECS, SPINENET_BLOCK_SPECS,  # noqa: E402
                                                parse_block_specs)
 from spinenet_tf.search import ablation  # noqa: E402
@@ -201,6 +204,28 @@ def ablation_table(scores: dict, models: list[str], seeds: list[int], steps: int
     return lines, holds
 
 
+def path_lengths(rows) -> list[tuple[int, int]]:
+    """(longest, shortest) number of blocks on a path from the first stem block to each output P3..P7, through the
+    wiring the network builds (`SpineNet.network_plan`: parents, and unconsumed blocks summed into outputs)."""
+    longest, shortest = {}, {}
+    outputs = {}
+    for node in SpineNet.network_plan(parse_block_specs(rows)):
+        parents = [*node.inputs, *node.extra_inputs]
+        longest[node.index] = 1 + max((longest[p] for p in parents), default=0)
+        shortest[node.index] = 1 + min((shortest[p] for p in parents), default=0)
+        if node.is_output and node.used:
+            outputs[node.level] = node.index
+    return [(longest[outputs[level]], shortest[outputs[level]]) for level in sorted(outputs)]
+
+
+def depth_table(by_name: dict[str, list]) -> list[str]:
+    lines = ["| table | blocks on the longest path to P3..P7 | on the shortest |", "|---|---|---|"]
+    for name, rows in by_name.items():
+        lengths = path_lengths(rows)
+        lines.append(f"| {name} | {' '.join(str(a) for a, _ in lengths)} | {' '.join(str(b) for _, b in lengths)} |")
+    return lines
+
+
 # A table "learns" on the longer proxy when its AP there is at least this fraction of the best table's. Tables that
 # do not learn at all (the long-range damages) are told apart by any proxy; the ranking that matters to a search is
 # among those that do.
@@ -270,7 +295,8 @@ def main() -> None:
     ablation_lines, holds = ablation_table(scores, models, seeds, short, damages)
     report = ["## Connection ablation (paper §5.5, Table 9) on the proxy", "", *ablation_lines, "",
               f"Every damaged table more than 2 pooled seed standard deviations below its intact one: "
-              f"{'yes' if holds else 'no'}."]
+              f"{'yes' if holds else 'no'}.", "", "### How deep each table is", "",
+              *depth_table({name: rows for name, rows in by_name.items() if not name.startswith("random-")})]
     if not args.skip_correlation:
         correlation_lines, rho, rho_learning, num_learning = correlation_table(scores, list(by_name), short, long)
         report += ["", f"## Rank stability: {short}-step against {long}-step proxy (seed 0)", "", *correlation_lines, "",

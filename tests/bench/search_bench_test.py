@@ -95,6 +95,21 @@ def test_every_damaged_table_of_both_models_builds():
         backbone = spinenet_tf.build_backbone("spinenet-49", (128, 128, 3), block_specs=rows, filter_size_scale=0.25)
         # P3..P7 of a 128 px input: 16, 8, 4, 2, 1 pixels a side
         assert sorted(shape[1] for shape in backbone.output_shape) == [1, 2, 4, 8, 16], name
+    # Sequential: one chain, so row r (block 2 + r, after stem blocks 1 and 2) lies on exactly one path of r + 2
+    # blocks (SpineNet-49's table has an L2 output row, not an endpoint); each damage keeps one parent, so the long-range removal can only lengthen the shortest paths and the
+    # short-range removal only shorten the longest.
+    for model in search_proxy.MODELS:
+        rows = tables[f"{model}/sequential"]
+        output_rows = sorted((spec[0], row) for row, spec in enumerate(rows) if spec[3] and 3 <= spec[0] <= 7)
+        assert search_proxy.path_lengths(rows) == [(row + 2, row + 2) for _, row in output_rows]
+        intact = search_proxy.path_lengths(tables[model])
+        for (longest, shortest), (longest0, shortest0) in zip(
+                search_proxy.path_lengths(tables[f"{model}/remove_long_range"]), intact):
+            assert shortest >= shortest0 and longest <= longest0
+        for (longest, shortest), (longest0, shortest0) in zip(
+                search_proxy.path_lengths(tables[f"{model}/remove_short_range"]), intact):
+            assert longest <= longest0 and shortest >= shortest0
+    assert "| SpineNet-49/sequential |" in "\n".join(search_proxy.depth_table(tables))
     # --damages picks some of them
     assert list(search_proxy.tables(["R0-SP53"], 0, get_space("spinenet"), ["sequential"])) == [
         "R0-SP53", "R0-SP53/sequential"]
