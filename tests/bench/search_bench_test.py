@@ -96,19 +96,19 @@ def test_every_damaged_table_of_both_models_builds():
         # P3..P7 of a 128 px input: 16, 8, 4, 2, 1 pixels a side
         assert sorted(shape[1] for shape in backbone.output_shape) == [1, 2, 4, 8, 16], name
     # Sequential: one chain, so row r (block 2 + r, after stem blocks 1 and 2) lies on exactly one path of r + 2
-    # blocks (SpineNet-49's table has an L2 output row, not an endpoint); each damage keeps one parent, so the long-range removal can only lengthen the shortest paths and the
-    # short-range removal only shorten the longest.
+    # blocks (SpineNet-49's table has an L2 output row, not an endpoint). In both tables, keeping only the
+    # long-range parents keeps every output's shortest path and cuts its longest; keeping only the short-range
+    # ones keeps the longest and lengthens the shortest (docs/search.md: why the proxy misses the first damage).
     for model in search_proxy.MODELS:
         rows = tables[f"{model}/sequential"]
         output_rows = sorted((spec[0], row) for row, spec in enumerate(rows) if spec[3] and 3 <= spec[0] <= 7)
         assert search_proxy.path_lengths(rows) == [(row + 2, row + 2) for _, row in output_rows]
         intact = search_proxy.path_lengths(tables[model])
-        for (longest, shortest), (longest0, shortest0) in zip(
-                search_proxy.path_lengths(tables[f"{model}/remove_long_range"]), intact):
-            assert shortest >= shortest0 and longest <= longest0
-        for (longest, shortest), (longest0, shortest0) in zip(
-                search_proxy.path_lengths(tables[f"{model}/remove_short_range"]), intact):
-            assert longest <= longest0 and shortest >= shortest0
+        short_cut = search_proxy.path_lengths(tables[f"{model}/remove_short_range"])
+        long_cut = search_proxy.path_lengths(tables[f"{model}/remove_long_range"])
+        for (longest0, shortest0), (longest1, shortest1), (longest2, shortest2) in zip(intact, short_cut, long_cut):
+            assert shortest1 == shortest0 and longest1 < longest0, model
+            assert longest2 == longest0 and shortest2 > shortest0, model
     assert "| SpineNet-49/sequential |" in "\n".join(search_proxy.depth_table(tables))
     # --damages picks some of them
     assert list(search_proxy.tables(["R0-SP53"], 0, get_space("spinenet"), ["sequential"])) == [
