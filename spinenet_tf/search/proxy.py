@@ -64,6 +64,15 @@ class ProxyTask:
     max_flops: float | None = None
     metric: str = "AP"
 
+    def settings(self) -> dict:
+        """What a reward of this proxy means, for the search's settings: the trials' training run without its
+        directory and the runtime fields that do not change a score (logging, checkpoints), the FLOPs limit and the
+        metric. A search resumed with another proxy (e.g. other `--train_steps`) is refused, not mixed."""
+        train = dataclasses.asdict(self.train)
+        del train["model_dir"]
+        train["runtime"] = {key: train["runtime"][key] for key in ("strategy", "mixed_precision", "seed")}
+        return {"train": train, "max_flops": self.max_flops, "metric": self.metric}
+
     def trial_config(self, architecture: Architecture, trial: int) -> TrainConfig:
         """The training run of one trial."""
         return dataclasses.replace(
@@ -107,6 +116,10 @@ class SyntheticReward:
         is likely to use, so that no search starts on the needle)."""
         [(_, target)] = space.sample(1, seed)
         return cls(TableAgreement(target.block_specs), proxy)
+
+    def settings(self) -> dict:
+        """The proxy's settings (its FLOPs count and limit apply) and the table being sought."""
+        return {"synthetic": [dataclasses.asdict(row) for row in self.agreement.target], **self.proxy.settings()}
 
     def __call__(self, architecture: Architecture, trial: int) -> TrialResult:
         flops = self.proxy.flops(architecture, trial) if self.proxy.max_flops is not None else None

@@ -6,7 +6,8 @@ trained an RNN controller with reinforcement learning (arXiv:1912.05027 §5.1); 
 regularized evolution is the usual stand-in at equal budget.
 
 `search_dir` holds:
-    search.json     the settings (space, algorithm, seed, population); a resumed search must use the same ones.
+    search.json     the settings (space, algorithm, seed, population, the reward's own settings: the proxy's
+                    training run); a resumed search must use the same ones.
     trials.jsonl    one line per finished trial, appended as it ends (in the order trials end): trial number, DNA,
                     status ("ok", "failed" or "rejected"), reward, FLOPs (multiply-adds of the scored model, when
                     the reward function measures them), seconds, the architecture (a block-spec file's object:
@@ -155,6 +156,8 @@ def search(space: SearchSpace, reward_fn: RewardFn, search_dir: str, num_trials:
         settings.update(population_size=population_size, tournament_size=tournament_size)
         if in_flight > 1:
             settings["num_workers"] = in_flight
+    if callable(getattr(reward_fn, "settings", None)):  # what a reward means (the proxy's training run)
+        settings["reward"] = reward_fn.settings()
     generator = make_algorithm(algorithm, seed, population_size, tournament_size)
     os.makedirs(search_dir, exist_ok=True)
     _check_settings(search_dir, settings)
@@ -290,14 +293,34 @@ def _progress_line(record: Mapping, best: Mapping | None, num_trials: int) -> st
 
 
 def _check_settings(search_dir: str, settings: dict) -> None:
+    """Writes a new search's settings; for a resumed one, raises ValueError naming every setting that differs."""
     path = os.path.join(search_dir, SETTINGS_FILE)
+    settings = json.loads(json.dumps(settings))  # as it reads back (tuples as lists)
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
         if saved != settings:
-            raise ValueError(f"{search_dir} holds a search with settings {saved}, not {settings}")
+            if "reward" in settings and "reward" not in saved:  # written before rewards recorded their settings
+                saved = {**saved, "reward": "not recorded"}
+                settings = {**settings, "reward": "recorded now"}
+            saved_flat, new_flat = _flatten(saved), _flatten(settings)
+            changes = [f"{key}: {saved_flat.get(key)!r} -> {new_flat.get(key)!r}"
+                       for key in sorted(saved_flat.keys() | new_flat.keys())
+                       if saved_flat.get(key) != new_flat.get(key)]
+            raise ValueError(f"{path}: {search_dir} holds a search with other settings ({'; '.join(changes)}); resume "
+                             f"it with its own settings or use another --search_dir")
     else:
         atomic_files.write_text(path, json.dumps(settings, indent=1) + "\n")
+
+
+def _flatten(settings: Mapping, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _rewrite_trials(search_dir: str, records: Sequence[Mapping]) -> None:

@@ -101,6 +101,26 @@ def test_max_flops_rejects_tables_untrained(tmp_path):
     assert not (tmp_path / "s" / run.BEST_FILE).exists()
 
 
+def test_a_search_resumed_with_another_proxy_is_refused(tmp_path):
+    # The proxy's training run is part of the search's settings: scores of 200 and 400 steps are not mixed.
+    search_dir = tmp_path / "s"
+    _run(search_dir, "--reward=synthetic", "--num_trials=1", "--num_workers=0")
+    result = subprocess.run(_command(search_dir, "--reward=synthetic", "--num_trials=2", "--num_workers=0",
+                                     "--train_steps=400"),
+                            cwd=testing.REPO_ROOT, env=testing.train_env(), capture_output=True, text=True, timeout=300)
+    assert (result.returncode, result.stderr.strip()) == (
+        2, f"error: {search_dir / run.SETTINGS_FILE}: {search_dir} holds a search with other settings "
+           f"(reward.train.train_steps: 200 -> 400); resume it with its own settings or use another --search_dir")
+    assert len(run.read_trials(str(search_dir))) == 1
+    # A search.json from before the proxy's settings were recorded is refused too, and says so.
+    settings = json.loads((search_dir / run.SETTINGS_FILE).read_text())
+    del settings["reward"]
+    (search_dir / run.SETTINGS_FILE).write_text(json.dumps(settings))
+    result = subprocess.run(_command(search_dir, "--reward=synthetic", "--num_trials=2", "--num_workers=0"),
+                            cwd=testing.REPO_ROOT, env=testing.train_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "(reward: 'not recorded' -> 'recorded now')" in result.stderr
+
+
 @pytest.mark.parametrize("flag, error", [
     ("--num_trials=0", "error: --num_trials=0: must be >= 1"),
     ("--model_overrides=block_specs=x", "error: --model_overrides: block_specs is what the search chooses; it "
