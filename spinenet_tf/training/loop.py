@@ -174,7 +174,6 @@ class Trainer:
                                                         config.runtime.mixed_precision)
             self.optimizer.build(self.model.trainable_variables)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
-        self._finite_check = None  # built on the first save (first_non_finite_variable)
         self.manager = checkpoints.manager(self.checkpoint, config.model_dir, config.runtime.keep_checkpoints,
                                            task_id=None if self.is_chief else self.task_id)
         self.chief_dir = checkpoints.checkpoint_dir(config.model_dir)
@@ -203,15 +202,15 @@ class Trainer:
         return TrainingError(f"{reason} training stopped, nothing saved; the last good checkpoint is {kept}")
 
     def first_non_finite_variable(self) -> str | None:
-        """The path of the first model or optimizer float variable holding a NaN or infinity, or None."""
-        if self._finite_check is None:
-            floats = [v for v in (*self.model.variables, *self.optimizer.variables)
-                      if tf.as_dtype(v.dtype).is_floating]
-            check = tf.function(lambda: tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in floats]))
-            self._finite_check = ([v.path for v in floats], check)
-        paths, check = self._finite_check
-        bad = np.flatnonzero(~check().numpy())
-        return paths[bad[0]] if len(bad) else None
+        """The path of the first model or optimizer float variable holding a NaN or infinity, or None.
+
+        Read eagerly, one variable at a time (~2k of them for RetinaNet with AdamW: ~0.5 s): a `tf.function` over all
+        of them took 15-40 s to trace and optimise at the first checkpoint of every run, for a check that runs once
+        per checkpoint."""
+        for variable in (*self.model.variables, *self.optimizer.variables):
+            if tf.as_dtype(variable.dtype).is_floating and not np.isfinite(variable.numpy()).all():
+                return variable.path
+        return None
 
     # === Evaluation ===
     def evaluate(self) -> dict:
