@@ -1,11 +1,12 @@
 """Training throughput on this machine: our train step beside Model Garden's RetinaNet train step, same weights and
 batches, with peak memory and the input pipeline alone.
 
-    python bench/train_throughput.py [--steps 10] [--only mobile49xs] [--no_mg]
+    python bench/train_throughput.py [--steps 10] [--only mobile49xs|spinenet49|demo] [--no_mg]
 
-Rows: the demo model (RetinaNet SpineNet-Mobile-49XS, 256x256, batch 16, AdamW with cosine decay) and RetinaNet
+Rows: RetinaNet SpineNet-Mobile-49XS as registered (256x256, batch 16, AdamW with cosine decay), RetinaNet
 SpineNet-49 at 640x640, batch 2 (SGD momentum 0.9 with cosine decay and the L2 term, the paper recipe's optimizer
-kind). Each model gets two rows, each timed in its own process (so peak RSS is that model's):
+kind), and `make demo`'s model and optimizer (Mobile-49XS at 128x128 with its flagfile's head width, anchors,
+learning rate and clipping). Each model gets two rows, each timed in its own process (so peak RSS is that model's):
 - **ours**: the real `spinenet_tf.training.loop.Trainer` train step (`Trainer.train_function`, its optimizer from
   `training.optimizers.build_optimizer`) on the built-in shapes data through our input pipeline
   (`DetectionTask.train_dataset`). The pipeline is timed on its own for `--steps` batches; the "pipeline / train"
@@ -42,6 +43,7 @@ after the other, so a changing load shows in the wall ratio (the load line says 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -59,12 +61,22 @@ ROWS = {
                        learning_rate=2e-3, weight_decay=1e-4, gradient_clip_norm=0.0),
     "spinenet49": dict(model="retinanet-spinenet-49", image_size=640, batch_size=2, optimizer="sgd",
                        learning_rate=0.01, weight_decay=1e-4, gradient_clip_norm=0.0),
+    # `make demo`'s model and optimizer (configs/detection_retinanet_spinenet_mobile_49xs_shapes128.flags; a test
+    # holds the two together): 128 px, a 128-wide head, anchors 1.5 x stride, AdamW 1.2e-2 with clipping.
+    "demo": dict(model="retinanet-spinenet-mobile-49xs", image_size=128, batch_size=16, optimizer="adamw",
+                 learning_rate=1.2e-2, weight_decay=1e-4, gradient_clip_norm=10.0,
+                 overrides=dict(num_filters=128, anchor_size=1.5)),
 }
 NUM_CLASSES = 6  # the built-in shapes data
 DATA_BATCHES = 4  # distinct batches both train steps cycle through
 MG_WEIGHTS = "mg_init"  # checkpoint prefix in the row's work directory
 BATCHES_FILE = "batches.npz"
 LOSS_RTOL = 1e-3  # first-step losses of ours and MG, relative
+
+
+def _model_text(spec: dict) -> str:
+    overrides = spec.get("overrides", {})
+    return spec["model"] + (f" ({', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else "")
 
 
 def _cpu_seconds() -> float:
@@ -114,7 +126,7 @@ def measure_ours(row: str, steps: int, workdir: str) -> dict:
     config = config_lib.TrainConfig(
         task="detection", model=spec["model"], model_dir=os.path.join(workdir, "model_dir"),
         image_size=(size, size), num_classes=NUM_CLASSES, mode="train", batch_size=spec["batch_size"],
-        train_steps=steps + 1,
+        train_steps=steps + 1, model_overrides=spec.get("overrides", {}),
         input=config_lib.InputConfig(train_data=f"builtin:shapes:train[:{examples}]", cache=True,
                                      shuffle_buffer=examples, aug_scale_min=0.8, aug_scale_max=1.25),
         optimizer=config_lib.OptimizerConfig(optimizer=spec["optimizer"], learning_rate=spec["learning_rate"],
@@ -149,7 +161,7 @@ def measure_ours(row: str, steps: int, workdir: str) -> dict:
     iterator = iter(strategy.distribute_datasets_from_function(lambda _: dataset))
 
     timing = _time_train_step(trainer.train_function(), iterator, steps, config.batch_size)
-    return {"side": "ours", "row": row, "model": spec["model"], "image_size": size, "batch": config.batch_size,
+    return {"side": "ours", "row": row, "model": _model_text(spec), "image_size": size, "batch": config.batch_size,
             **timing, "pipeline_images_per_s": round(steps * config.batch_size / pipeline_seconds, 1),
             "peak_rss_gb": _peak_rss_gb(),
             "weights_from_mg": copied, "tf": tf.__version__}
@@ -168,7 +180,8 @@ def mg_task(row: str, steps: int):
     from spinenet_tf import models, registry
 
     spec = ROWS[row]
-    detector = registry.DETECTORS[spec["model"]]
+    detector = dataclasses.replace(registry.DETECTORS[spec["model"]], **{
+        {"num_filters": "head_num_filters"}.get(key, key): value for key, value in spec.get("overrides", {}).items()})
     if registry.BACKBONES[detector.backbone].family == "spinenet_mobile":
         backbone = backbones_config.Backbone(type="spinenet_mobile", spinenet_mobile=backbones_config.SpineNetMobile(
             model_id=detector.backbone.removeprefix("spinenet-mobile-").upper(), min_level=oracle.MIN_LEVEL,
@@ -278,7 +291,7 @@ def measure_mg(row: str, steps: int, workdir: str) -> dict:
     first = timing["first_losses"]  # MG's names -> ours: loss, cls_loss, box_loss, l2_loss
     timing["first_losses"] = {"loss": first["loss"], "cls_loss": first["cls_loss"], "box_loss": first["box_loss"],
                               "l2_loss": first["total_loss"] - first["model_loss"]}
-    return {"side": "MG", "row": row, "model": spec["model"], "image_size": size, "batch": spec["batch_size"],
+    return {"side": "MG", "row": row, "model": _model_text(spec), "image_size": size, "batch": spec["batch_size"],
             **timing, "peak_rss_gb": _peak_rss_gb(), "tf": tf.__version__}
 
 
