@@ -204,9 +204,9 @@ class Trainer:
     def first_non_finite_variable(self) -> str | None:
         """The path of the first model or optimizer float variable holding a NaN or infinity, or None.
 
-        Read eagerly, one variable at a time (~2k of them for RetinaNet with AdamW: ~0.5 s): a `tf.function` over all
-        of them took 15-40 s to trace and optimise at the first checkpoint of every run, for a check that runs once
-        per checkpoint."""
+        Read eagerly, one variable at a time: for the demo's RetinaNet with AdamW (1,935 variables) 1.2-1.4 s on a
+        loaded 2-core CPU, where a `tf.function` over all of them took 40 s to trace and optimise at the first
+        checkpoint of every run."""
         for variable in (*self.model.variables, *self.optimizer.variables):
             if tf.as_dtype(variable.dtype).is_floating and not np.isfinite(variable.numpy()).all():
                 return variable.path
