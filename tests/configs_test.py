@@ -9,10 +9,9 @@ import os
 import pathlib
 
 import pytest
-from absl import flags
 
 import testing
-from spinenet_tf import registry, train
+from spinenet_tf import registry
 from spinenet_tf.data import sources
 from spinenet_tf.training import config as config_lib
 from spinenet_tf.training import tasks
@@ -23,12 +22,7 @@ CONFIGS = sorted(path for path in (testing.REPO_ROOT / "configs").glob("*.flags"
 
 
 def _parse(path: pathlib.Path) -> config_lib.TrainConfig:
-    argv = ["train", f"--flagfile={path}", "--model_dir=/tmp/unused"]
-    try:
-        flags.FLAGS(argv)
-        return train.config_from_flags()
-    finally:
-        flags.FLAGS.unparse_flags()
+    return testing.train_config(f"--flagfile={path}", "--model_dir=/tmp/unused")
 
 
 def _distinct_models(paths: list[pathlib.Path]) -> list[pathlib.Path]:

@@ -245,6 +245,20 @@ def train_command(*flags: str) -> list[str]:
     return [sys.executable, "-m", "spinenet_tf.train", *flags]
 
 
+def train_config(*flags: str):
+    """The `TrainConfig` that `python -m spinenet_tf.train` builds from `flags` (not validated), parsed in this process;
+    the flags are unparsed again afterwards."""
+    from absl import flags as absl_flags
+
+    from spinenet_tf import train
+
+    try:
+        absl_flags.FLAGS(["train", *flags])
+        return train.config_from_flags()
+    finally:
+        absl_flags.FLAGS.unparse_flags()
+
+
 def train_env(**extra: str) -> dict:
     """The environment for a training subprocess: quiet TensorFlow, this checkout first on the path."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO_ROOT))

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import flags
-
 import testing
-from spinenet_tf import train
 
 sys.path.insert(0, str(testing.REPO_ROOT / "bench"))
 import train_throughput  # noqa: E402  (bench/train_throughput.py)
@@ -16,11 +13,7 @@ DEMO_FLAGS = testing.REPO_ROOT / "configs" / "detection_retinanet_spinenet_mobil
 
 
 def test_demo_row_is_the_demo_flagfiles_model_and_optimizer():
-    try:
-        flags.FLAGS(["train", f"--flagfile={DEMO_FLAGS}", "--model_dir=/tmp/unused"])
-        config = train.config_from_flags()
-    finally:
-        flags.FLAGS.unparse_flags()
+    config = testing.train_config(f"--flagfile={DEMO_FLAGS}", "--model_dir=/tmp/unused")
     row = train_throughput.ROWS["demo"]
     optimizer = config.optimizer
     assert (row["model"], (row["image_size"],) * 2, row["batch_size"]) == (config.model, config.image_size,

@@ -176,17 +176,9 @@ def test_a_bad_init_checkpoint_is_one_line_before_anything_is_written(tmp_path, 
 
 
 def test_the_flags_reach_the_config():
-    from absl import flags
-
-    from spinenet_tf import train
-
-    argv = ["train", *testing.TINY_DETECTOR_FLAGS, "--model_dir=/tmp/unused", "--init_checkpoint=gs://bucket/run",
-            "--init_checkpoint_modules=backbone", "--freeze_backbone"]
-    try:
-        flags.FLAGS(argv)
-        config = train.config_from_flags().validate()
-    finally:
-        flags.FLAGS.unparse_flags()
+    config = testing.train_config(*testing.TINY_DETECTOR_FLAGS, "--model_dir=/tmp/unused",
+                                  "--init_checkpoint=gs://bucket/run", "--init_checkpoint_modules=backbone",
+                                  "--freeze_backbone").validate()
     assert (config.init_checkpoint, config.init_checkpoint_modules, config.freeze_backbone) == (
         "gs://bucket/run", "backbone", True)
 
