@@ -228,6 +228,7 @@ def normalize(images: np.ndarray) -> np.ndarray:
 
 # === The training CLI in a subprocess ===
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+TESTS_DIR = REPO_ROOT / "tests"
 
 # A RetinaNet SpineNet-Mobile-49XS shrunk for tests (registry model with shrinking overrides, which keeps test-only
 # models out of the registry), 128x128.
@@ -265,6 +266,22 @@ def train_env(**extra: str) -> dict:
     env.pop("TF_CONFIG", None)  # a stray cluster spec would make a test run try to join it
     env.update(extra)
     return env
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of process `pid` (Linux)."""
+    return [int(child) for child in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def process_running(pid: int) -> bool:
+    """Whether process `pid` runs: it exists and is not a zombie. A child orphaned by killing its parent is
+    reparented to PID 1 and, once it has exited, stays a zombie until PID 1 reaps it, which a container's PID 1 may
+    never do."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"  # the state follows "pid (comm) "
 
 
 # A `sitecustomize` that makes the top-level modules named in $BLOCKED_MODULES (comma-separated) fail to import, as

@@ -7,7 +7,6 @@ trials through the training loop.
 """
 
 import json
-import pathlib
 import signal
 import subprocess
 import sys
@@ -64,20 +63,17 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
     trials = search_dir / run.TRIALS_FILE
     deadline = time.monotonic() + 300
 
-    def running_children():
-        return pathlib.Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-
     # Kill once a trial has finished and the next one's process is running (not in the moment between the two).
-    while not (trials.exists() and trials.read_text().count("\n") >= 1 and running_children()) \
+    while not (trials.exists() and trials.read_text().count("\n") >= 1 and testing.children(process.pid)) \
             and time.monotonic() < deadline:
         time.sleep(0.2)
-    children = running_children()
+    children = testing.children(process.pid)
     process.send_signal(signal.SIGKILL)  # mid-search: trial 2 is running in its own process
     process.wait()
-    deadline = time.monotonic() + 10  # the trial processes die with the search (Linux PR_SET_PDEATHSIG)
-    while any(pathlib.Path(f"/proc/{child}").exists() for child in children) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10  # the trial processes end with the search (run_test.py kills one mid-trial)
+    while any(testing.process_running(child) for child in children) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert children and not any(pathlib.Path(f"/proc/{child}").exists() for child in children)
+    assert children and not [child for child in children if testing.process_running(child)]
     before = trials.read_text().splitlines()
     assert 1 <= len(before) < 4
     lines = _run(search_dir, *flags)

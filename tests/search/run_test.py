@@ -8,11 +8,17 @@
 """
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pyglove as pg
 import pytest
 
 import search_testing
+import testing
 
 from spinenet_tf.backbones import R0_SP53_BLOCK_SPECS
 from spinenet_tf.search import Architecture, get_space
@@ -115,6 +121,39 @@ def test_trials_in_their_own_processes_record_failures_and_dead_processes(tmp_pa
     assert "trial 3/4: failed (the trial's process ended with exit code 3)" in lines[2]
     assert sorted(p.name for p in (tmp_path / "s" / run.TRIAL_LOGS_DIR).iterdir()) == [
         f"{trial:04d}.log" for trial in range(4)]
+
+
+_HANGING_SEARCH = """
+import sys
+sys.path.insert(0, sys.argv[2])
+import search_testing
+import testing
+from spinenet_tf.backbones import R0_SP53_BLOCK_SPECS
+from spinenet_tf.search import get_space, run
+run.search(get_space("r0-sp53"), search_testing.Flaky(run.table_agreement(R0_SP53_BLOCK_SPECS), hang_on=0),
+           sys.argv[1], 1, algorithm="random", num_workers=1, log=None)
+"""
+
+
+def test_a_killed_search_takes_its_running_trial_with_it(tmp_path):
+    # The trial hangs; once its log exists it is past setting PR_SET_PDEATHSIG, so killing the search must end it.
+    process = subprocess.Popen([sys.executable, "-c", _HANGING_SEARCH, str(tmp_path / "s"), str(testing.TESTS_DIR)],
+                               cwd=testing.REPO_ROOT, env=testing.train_env())
+    log = tmp_path / "s" / run.TRIAL_LOGS_DIR / "0000.log"
+    deadline = time.monotonic() + 300
+    while not log.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    trial_processes = testing.children(process.pid)  # the trial and multiprocessing's resource tracker
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 10
+    while any(map(testing.process_running, trial_processes)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left_running = [pid for pid in trial_processes if testing.process_running(pid)]
+    for pid in left_running:  # not to leave an hour-long sleeper behind when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert log.exists() and trial_processes
+    assert not left_running
 
 
 def test_evolution_with_parallel_trials_keeps_its_worker_count(tmp_path):
