@@ -62,7 +62,7 @@ def test_learns_drawn_shapes_with_the_papers_improved_protocol():
     # swish and stochastic depth reach the backbone's layers.
     layers = list(testing.walk_layers(model.backbone))
     activations = {layer.activation.__name__ for layer in layers if isinstance(layer, keras.layers.Activation)}
-    assert activations == {"silu"}  # swish = x * sigmoid(x) = Keras' silu; no relu left
+    assert activations == {"swish"}  # x * sigmoid(x) (Keras' silu); no relu left
     rates = sorted(layer.rate for layer in layers if isinstance(layer, StochasticDepth))
     # Every residual block drops its branch, block i of n at rate 0.2 * i / n (MG's schedule): the last at 0.2.
     assert rates and rates[0] > 0 and rates[-1] == pytest.approx(0.2)

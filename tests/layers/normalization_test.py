@@ -248,3 +248,30 @@ def test_synchronized_over_two_replicas_equals_fused_on_the_whole_batch():
     result = subprocess.run([sys.executable, "-c", _SYNC_SCRIPT], capture_output=True, text=True, timeout=300,
                             env=env, cwd=os.path.dirname(os.path.dirname(os.path.dirname(normalization.__file__))))
     assert result.returncode == 0 and "SYNC OK" in result.stdout, result.stderr[-3000:]
+
+
+# --- swish ------------------------------------------------------------------------------------------------------
+
+def test_swish_is_keras_silu_with_a_smaller_gradient_graph(tmp_path):
+    x = tf.constant(np.random.default_rng(0).normal(0.0, 4.0, (4096,)).astype("float32"))
+    np.testing.assert_array_equal(normalization.swish(x).numpy(), keras.activations.silu(x).numpy())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours, keras_silu = normalization.swish(x), keras.activations.silu(x)
+    np.testing.assert_allclose(tape.gradient(ours, x), tape.gradient(keras_silu, x), rtol=1e-5, atol=2e-7)
+
+    def gradient_nodes(activation):
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = activation(x)
+            return tape.gradient(y, x)
+        return len(step.get_concrete_function(tf.TensorSpec([8], tf.float32)).graph.as_graph_def().node)
+
+    assert gradient_nodes(normalization.swish) < gradient_nodes(keras.activations.silu) - 5
+
+    # The layer: saved and loaded as swish.
+    model = keras.Sequential([keras.Input((8,)), normalization.activation_layer("swish", layer_name="act")])
+    model.save(tmp_path / "m.keras")
+    assert keras.models.load_model(tmp_path / "m.keras").get_layer("act").activation is normalization.swish
