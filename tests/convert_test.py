@@ -1,5 +1,5 @@
-"""Model Garden -> spinenet_tf conversion: every variant, live model and checkpoint, on non-square inputs
-(`make test` runs the small variants on non-square inputs; `make test-slow` the big ones).
+"""Model Garden -> spinenet_tf conversion: every variant's checkpoint, the live-model path, on non-square inputs
+(`make test` runs the small variants; `make test-slow` the big ones).
 
 The oracle is tf-models-official 2.20.0 (`official.vision.modeling`, built by tests/oracle.py). Its outputs on the
 same input and weights are the golden values; agreement is required within 1e-4 relative (the backbone issue's bound).
@@ -38,11 +38,17 @@ def _check_endpoints(mg, ours, height, width, seed):
     assert max(errors.values()) < RTOL, errors
 
 
-# Non-square inputs catch a transposed resample or a swapped axis that square ones hide, and a square input takes the
-# same code, so every variant runs non-square only: the small ones in `make test`, the big ones in `make test-slow`.
-# (ResNet-50, whose endpoints are C2..C5: tests/backbones/resnet_test.py.)
+# The backbone-only entry points (a live model; a backbone checkpoint with optimizer slots) on one variant of each
+# block family, and on the backbones no registry detector has: every detector's backbone goes through the same layer
+# mapping in test_retinanet_checkpoint_matches_model_garden below. Non-square inputs catch a transposed resample or
+# a swapped axis that square ones hide. (ResNet-50, whose endpoints are C2..C5: tests/backbones/resnet_test.py.)
+_BACKBONES_WITHOUT_A_DETECTOR = [name for name, row in registry.BACKBONES.items() if row.family != "resnet" and
+                                 f"retinanet-{name}" not in registry.DETECTORS]
+
+
 @pytest.mark.parametrize("name,height,width", testing.slow_unless(
-    [(name, 128, 256) for name, row in registry.BACKBONES.items() if row.family != "resnet"], key=lambda row: row[0]))
+    [(name, 128, 256) for name in ["spinenet-49s", "spinenet-mobile-49xs", *_BACKBONES_WITHOUT_A_DETECTOR]],
+    key=lambda row: row[0]))
 def test_live_model_and_checkpoint_match_model_garden(name, height, width, tmp_path):
     mg = oracle.backbone(name, height, width)
     oracle.randomize_batch_norm(mg, seed=1)
