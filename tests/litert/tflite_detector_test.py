@@ -79,10 +79,15 @@ def _assert_runs_with_xnnpack(content: bytes, tmp_path) -> None:
     assert result.returncode == 0, f"XNNPACK run failed: {result.stderr.strip().splitlines()[-1:]}"
 
 
-def _serving_detections(detector, image):
-    """The SavedModel signature's detections (run in-process; tests/serving checks the reloaded SavedModel)."""
-    module = signatures.DetectionModule(detector)
-    outputs = module.serve_images(tf.constant(image[None]))
+def _serving_signature(detector):
+    """The SavedModel's `serving_default` signature function, traced once (run in-process; tests/serving checks the
+    reloaded SavedModel)."""
+    return signatures.DetectionModule(detector).signatures()["serving_default"]
+
+
+def _serving_detections(serving_default, image):
+    """The SavedModel signature's detections."""
+    outputs = serving_default(tf.constant(image[None]))
     count = int(outputs["num_detections"][0])
     return {"boxes": outputs["detection_boxes"][0, :count].numpy(), "scores": outputs["detection_scores"][0, :count]
             .numpy(), "classes": outputs["detection_classes"][0, :count].numpy()}
@@ -116,8 +121,9 @@ def test_float_tflite_has_the_nms_op_and_four_float_outputs(float_tflite):
 def _assert_detections_match(detector, model, images) -> None:
     size = export_testing.IMAGE_SIZE[0]
     checked = 0
+    serving_default = _serving_signature(detector)
     for image in images:
-        expected = _serving_detections(detector, image)
+        expected = _serving_detections(serving_default, image)
         actual = model.detect_image(image)
         # Issue 5: same boxes within 1e-3 of the image size, same classes, both ways. Detections scoring >= 0.2:
         # the op decodes without clipping boxes before NMS, which can swap near-ties at the tail.
