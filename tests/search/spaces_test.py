@@ -46,13 +46,14 @@ def test_spinenet_49_drops_only_an_unbuilt_block():
 ])
 def test_published_tables_are_points_of_their_spaces(space_name, table):
     space = get_space(space_name)
+    spec = space.dna_spec()  # ~1 s of PyGlove for the biggest spaces: built once
     dna = space.encode(table)
-    dna.use_spec(space.dna_spec())  # a complete point of the DNA spec PyGlove's algorithms search
+    dna.use_spec(spec)  # a complete point of the DNA spec PyGlove's algorithms search
     assert space.materialize(dna).block_specs == tuple(table)
     # The same point through PyGlove's own decoding of the hyper value, and through its numbers.
     assert space.architecture(pg.materialize(space.hyper_value(), dna)).block_specs == tuple(table)
     numbers = dna.to_numbers()
-    assert space.materialize(pg.DNA.from_numbers(numbers, space.dna_spec())).block_specs == tuple(table)
+    assert space.materialize(pg.DNA.from_numbers(numbers, spec)).block_specs == tuple(table)
 
 
 def test_spinenet_49_adjusts_r0_sp53s_allocation():
@@ -111,6 +112,9 @@ def _sample(space_name, num, seed=0):
 @pytest.mark.parametrize("space_name", list(SPACES))
 def test_random_points_are_valid_tables(space_name):
     space, points = _sample(space_name, FAST_SAMPLES)
+    # `materialize` (which `sample` uses) decodes a DNA as PyGlove's own `pg.materialize` of the hyper value does.
+    for dna, architecture in points[:3]:
+        assert space.architecture(pg.materialize(space.hyper_value(), dna)) == architecture
     # Every point is reached again through `encode` (a few: encoding costs a PyGlove template per call). The DNA may
     # differ: blocks of one allocation level swap without changing the table.
     for _, architecture in points[:3]:
