@@ -127,7 +127,6 @@ _HANGING_SEARCH = """
 import sys
 sys.path.insert(0, sys.argv[2])
 import search_testing
-import testing
 from spinenet_tf.backbones import R0_SP53_BLOCK_SPECS
 from spinenet_tf.search import get_space, run
 run.search(get_space("r0-sp53"), search_testing.Flaky(run.table_agreement(R0_SP53_BLOCK_SPECS), hang_on=0),
