@@ -30,6 +30,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -282,6 +283,14 @@ def process_running(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return stat[stat.rindex(")") + 2] not in "ZX"  # the state follows "pid (comm) "
+
+
+def still_running_after(pids: Sequence[int], timeout: float) -> list[int]:
+    """Those of `pids` still running (`process_running`) once all have ended or `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while any(map(process_running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [pid for pid in pids if process_running(pid)]
 
 
 # A `sitecustomize` that makes the top-level modules named in $BLOCKED_MODULES (comma-separated) fail to import, as

@@ -70,10 +70,8 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
     children = testing.children(process.pid)
     process.send_signal(signal.SIGKILL)  # mid-search: trial 2 is running in its own process
     process.wait()
-    deadline = time.monotonic() + 10  # the trial processes end with the search (run_test.py kills one mid-trial)
-    while any(testing.process_running(child) for child in children) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert children and not [child for child in children if testing.process_running(child)]
+    # The trial processes end with the search (run_test.py kills one mid-trial).
+    assert children and not testing.still_running_after(children, timeout=10)
     before = trials.read_text().splitlines()
     assert 1 <= len(before) < 4
     lines = _run(search_dir, *flags)

@@ -145,10 +145,7 @@ def test_a_killed_search_takes_its_running_trial_with_it(tmp_path):
     trial_processes = testing.children(process.pid)  # the trial and multiprocessing's resource tracker
     process.kill()
     process.wait()
-    deadline = time.monotonic() + 10
-    while any(map(testing.process_running, trial_processes)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    left_running = [pid for pid in trial_processes if testing.process_running(pid)]
+    left_running = testing.still_running_after(trial_processes, timeout=10)
     for pid in left_running:  # not to leave an hour-long sleeper behind when the test fails
         os.kill(pid, signal.SIGKILL)
     assert log.exists() and trial_processes
