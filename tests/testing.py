@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -285,11 +285,17 @@ def process_running(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] not in "ZX"  # the state follows "pid (comm) "
 
 
+def wait_until(condition: Callable[[], object], timeout: float, poll: float = 0.1) -> None:
+    """Calls `condition` every `poll` seconds until it returns something true or `timeout` seconds have passed; the
+    caller checks what it waited for (a timeout is not an error here)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(poll)
+
+
 def still_running_after(pids: Sequence[int], timeout: float) -> list[int]:
     """Those of `pids` still running (`process_running`) once all have ended or `timeout` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while any(map(process_running, pids)) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: not any(map(process_running, pids)), timeout)
     return [pid for pid in pids if process_running(pid)]
 
 

@@ -10,7 +10,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -61,12 +60,9 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
     process = subprocess.Popen(_command(search_dir, *flags), cwd=testing.REPO_ROOT, env=testing.train_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trials = search_dir / run.TRIALS_FILE
-    deadline = time.monotonic() + 300
-
     # Kill once a trial has finished and the next one's process is running (not in the moment between the two).
-    while not (trials.exists() and trials.read_text().count("\n") >= 1 and testing.children(process.pid)) \
-            and time.monotonic() < deadline:
-        time.sleep(0.2)
+    testing.wait_until(lambda: trials.exists() and trials.read_text().count("\n") >= 1
+                       and testing.children(process.pid), timeout=300, poll=0.2)
     children = testing.children(process.pid)
     process.send_signal(signal.SIGKILL)  # mid-search: trial 2 is running in its own process
     process.wait()

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pyglove as pg
 import pytest
@@ -139,9 +138,7 @@ def test_a_killed_search_takes_its_running_trial_with_it(tmp_path):
     process = subprocess.Popen([sys.executable, "-c", _HANGING_SEARCH, str(tmp_path / "s"), str(testing.TESTS_DIR)],
                                cwd=testing.REPO_ROOT, env=testing.train_env())
     log = tmp_path / "s" / run.TRIAL_LOGS_DIR / "0000.log"
-    deadline = time.monotonic() + 300
-    while not log.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    testing.wait_until(lambda: log.exists() or process.poll() is not None, timeout=300, poll=0.2)
     trial_processes = testing.children(process.pid)  # the trial and multiprocessing's resource tracker
     process.kill()
     process.wait()
